@@ -1,0 +1,5 @@
+import sys
+
+from fdk.cli import main
+
+sys.exit(main())

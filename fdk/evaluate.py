@@ -1,0 +1,42 @@
+"""Top-1/top-5 accuracy of a classifier on a decoded split."""
+
+import torch
+import torch.nn.functional as F
+
+from fdk.data import ImageTensors, batches
+from fdk.utils import autocast
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: ImageTensors, mean, std, batch_size: int = 500, amp: str = "auto") -> dict:
+    """{'top1', 'top5' (percent), 'loss' (mean CE)} of `model` on `data` (on the model's device)."""
+    device = next(model.parameters()).device
+    data = data.to(device)
+    was_training = model.training
+    model.eval()
+    correct1, correct5, loss = (torch.zeros((), device=device) for _ in range(3))
+    k = min(5, len(data.classes))
+    for x, y in batches(data, batch_size, mean, std):
+        with autocast(device, amp):
+            logits = model(x).float()
+        loss += F.cross_entropy(logits, y, reduction="sum")
+        top = logits.topk(k, dim=1).indices  # (B, k)
+        correct1 += (top[:, 0] == y).sum()
+        correct5 += (top == y[:, None]).any(1).sum()
+    model.train(was_training)
+    n = len(data)
+    return {
+        "top1": 100.0 * correct1.item() / n,
+        "top5": 100.0 * correct5.item() / n,
+        "loss": loss.item() / n,
+    }
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Logits for already-normalised images, in batches, in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    model.train(was_training)
+    return out

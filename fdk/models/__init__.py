@@ -1,0 +1,51 @@
+"""The model zoo: one registry dict from upstream names to constructors `f(num_classes) -> nn.Module`.
+
+Every model takes `forward(x, return_features=False)` and returns `(logits, penultimate_features)`
+when asked, as the upstream zoo does (reference doc §4.1).
+"""
+
+from fdk.models.cifar_resnet import resnet18, resnet34
+from fdk.models.imagenet import mobilenetv2_imagenet, resnet18_imagenet, resnet50_imagenet
+from fdk.models.resnet_tiny import (
+    resnet8,
+    resnet8x4,
+    resnet20,
+    resnet32,
+    resnet32x4,
+    resnet56,
+    resnet110,
+)
+from fdk.models.vgg import vgg8, vgg11, vgg13
+from fdk.models.wide_resnet import wrn16_1, wrn16_2, wrn40_1, wrn40_2
+
+CIFAR_MODELS = {
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "wrn16_1": wrn16_1,
+    "wrn16_2": wrn16_2,
+    "wrn40_1": wrn40_1,
+    "wrn40_2": wrn40_2,
+    "vgg8": vgg8,
+    "vgg11": vgg11,
+    "vgg13": vgg13,
+    "resnet8": resnet8,
+    "resnet20": resnet20,
+    "resnet32": resnet32,
+    "resnet56": resnet56,
+    "resnet110": resnet110,
+    "resnet8x4": resnet8x4,
+    "resnet32x4": resnet32x4,
+}
+IMAGENET_MODELS = {
+    "resnet18_imagenet": resnet18_imagenet,
+    "resnet50_imagenet": resnet50_imagenet,
+    "mobilenetv2_imagenet": mobilenetv2_imagenet,
+}
+MODELS = {**CIFAR_MODELS, **IMAGENET_MODELS}
+
+
+def create_model(name: str, num_classes: int = 10, **kwargs):
+    """Build a zoo model by its upstream name, e.g. `create_model("wrn40_2", 100)`."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    return MODELS[name](num_classes=num_classes, **kwargs)
