@@ -26,6 +26,12 @@ def random_hflip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
     return torch.where(flip, x.flip(3), x)
 
 
+def random_roll(x: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """DeepInversion's jitter: roll the whole batch by one random (dy, dx) in [-max_shift, max_shift]."""
+    dy, dx = torch.randint(-max_shift, max_shift + 1, (2,)).tolist()
+    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+
+
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)

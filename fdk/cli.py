@@ -74,6 +74,82 @@ def cmd_evaluate(args) -> None:
     print(json.dumps({"weights": str(args.weights), "dataset": dataset, "split": args.split, **metrics}))
 
 
+def cmd_distill(args) -> None:
+    from fdk.checkpoint import load_model
+    from fdk.config import override
+    from fdk.demo import real_test_split
+    from fdk.distill import distill
+    from fdk.presets import DistillConfig, get_preset
+
+    if args.resume:
+        out = Path(args.resume)
+        run_file = out / "run.json"
+        if not run_file.exists():
+            raise FdkError(f"cannot resume: {run_file} does not exist (is {out} an fdk distill run folder?)")
+        run = json.loads(run_file.read_text())
+        teacher_path, data = args.teacher or run["teacher"], args.data or run["data"]
+        from fdk.checkpoint import load_checkpoint
+
+        cfg = DistillConfig(**load_checkpoint(out / "checkpoint.pt")["config"])
+    else:
+        if args.preset is None or args.teacher is None:
+            raise FdkError("fdk distill needs --preset NAME and --teacher FILE (or --resume DIR)")
+        cfg = override(get_preset(args.preset), args.set)
+        teacher_path, data = args.teacher, _data_root(args.data)
+        out = Path(args.out or Path("runs") / args.preset.replace("/", "_"))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "run.json").write_text(json.dumps({"preset": args.preset, "teacher": teacher_path, "data": data}) + "\n")
+    from fdk.data import dataset_info
+
+    teacher = load_model(teacher_path, cfg.teacher, dataset_info(cfg.dataset).num_classes)
+    test = None
+    if data:
+        test = real_test_split(data) if cfg.dataset == "cifar10" else None
+        if test is None:
+            from fdk.data import load_split
+
+            test = load_split(data, cfg.dataset, "test")
+    result = distill(cfg, teacher, test, out, args.device, resume=bool(args.resume), progress=not args.no_progress)
+    keys = (
+        "final_top1",
+        "best_top1",
+        "best_epoch",
+        "synth_seconds",
+        "synth_gpu_hours",
+        "kd_seconds",
+        "wall_seconds",
+        "images_synthesized",
+    )
+    print(json.dumps({"out": str(out), **{k: result[k] for k in keys}}))
+
+
+def cmd_presets(args) -> None:
+    from fdk.config import to_dict
+    from fdk.presets import PRESETS, get_preset
+
+    if args.name:
+        print(json.dumps(to_dict(get_preset(args.name)), indent=1))
+        return
+    for name, cfg in PRESETS.items():
+        print(f"{name:40s} {cfg.method:13s} k={cfg.synth_steps:<5d} epochs={cfg.epochs}")
+
+
+def cmd_stats(args) -> None:
+    from fdk.stats import compute_and_save
+
+    root = _data_root(args.data)
+    if root is None:
+        raise FdkError("no data: pass --data DIR (the real training split is read once) or set FDK_DATA")
+    path, stats = compute_and_save(args.teacher, root, args.dataset, args.split, args.arch, args.device)
+    print(json.dumps({"out": str(path), "features": stats["mean"].numel(), "images": int(stats["class_counts"].sum())}))
+
+
+def cmd_demo(args) -> None:
+    from fdk.demo import run_demo
+
+    run_demo(args.out, args.preset, args.data, args.device, not args.no_progress)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fdk.train import RECIPES, TeacherConfig
 
@@ -113,8 +189,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.set_defaults(func=cmd_evaluate)
 
-    parser.epilog = "TeacherConfig fields:\n" + describe(TeacherConfig)
-    parser.formatter_class = formatter
+    from fdk.presets import DistillConfig
+
+    p = sub.add_parser(
+        "distill",
+        help="data-free distillation of a teacher into a student (FastDFKD and baselines)",
+        description="Distil a teacher without data. Writes OUT/metrics.jsonl (one line per epoch: losses, "
+        "test accuracy, synthesis/KD/eval seconds), OUT/checkpoint.pt (every epoch, resumable), "
+        "OUT/samples.png and OUT/student.safetensors.",
+        epilog="Presets: `fdk presets` lists them, e.g. cifar10/wrn40_2-wrn16_2/fast5, smoke/fast_meta.\n"
+        "Any DistillConfig field can be overridden, e.g. --set kd_steps=100 --set synth_steps=2:\n"
+        + describe(DistillConfig),
+        formatter_class=formatter,
+    )
+    p.add_argument("--preset", help="named configuration (fdk presets lists them)")
+    p.add_argument("--teacher", help="teacher weights: .safetensors or upstream .pth ({'state_dict': ...})")
+    p.add_argument("--data", help="real dataset folder, only for evaluation (default $FDK_DATA; none: no eval)")
+    p.add_argument("--out", help="run folder (default runs/<preset>)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last epoch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("presets", help="list the named distillation presets, or show one")
+    p.add_argument("name", nargs="?", help="show this preset's full configuration")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser(
+        "stats",
+        help="real-data feature statistics of a teacher, for scoring synthetic images without data",
+        description="Run the teacher over a real split once; store the mean, covariance and per-class means of "
+        "its penultimate features in data_stats/<dataset>_<arch>_features.safetensors (keyed by the teacher "
+        "file's SHA-256). fdk.stats.score_images then gives a Frechet distance and class coverage.",
+    )
+    p.add_argument("--teacher", required=True, help="teacher weights (.safetensors with metadata, or .pth + --arch)")
+    p.add_argument("--arch", help="zoo architecture when the file does not record it")
+    p.add_argument("--data", help="dataset folder (default $FDK_DATA)")
+    p.add_argument("--dataset", default="cifar10", help="dataset name (default cifar10)")
+    p.add_argument("--split", default="train", help="split to read (default train)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser(
+        "demo",
+        help="short data-free distillation from the embedded teacher (offline, CPU, minutes)",
+        description="Distil the embedded CIFAR-10 resnet20 teacher with a smoke preset; report agreement on "
+        "held-out synthetic images and, with $FDK_DATA, real test accuracy; write a sample grid.",
+    )
+    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    p.add_argument("--preset", default="smoke/fast_meta", help="preset (default smoke/fast_meta)")
+    p.add_argument("--data", help="folder with cifar10/test (default $FDK_DATA)")
+    p.add_argument("--device", default="cpu", help="device (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

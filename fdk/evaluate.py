@@ -3,6 +3,7 @@
 import torch
 import torch.nn.functional as F
 
+from fdk.augment import normalize, to_unit
 from fdk.data import ImageTensors, batches
 from fdk.utils import autocast
 
@@ -40,3 +41,11 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500)
     out = torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
     model.train(was_training)
     return out
+
+
+@torch.no_grad()
+def agreement(student: torch.nn.Module, teacher: torch.nn.Module, images: torch.Tensor, mean, std) -> float:
+    """Top-1 agreement (%) of student and teacher on uint8 images (e.g. held-out synthetic ones)."""
+    x = normalize(to_unit(images), mean, std)
+    same = predict(student, x).argmax(1) == predict(teacher, x).argmax(1)
+    return 100.0 * same.float().mean().item()

@@ -1,0 +1,220 @@
+"""Engine benchmark: every number measured in one run on one machine, written with machine info.
+
+(a) synthesis seconds per image: fast_meta k=2/5/10 (full calls) vs DeepInversion-2k. DeepInversion's
+    cost is linear in its steps, so it is timed over `--deepinv-steps` steps and scaled to 2000; the
+    speed-up is computed the paper's way, t(DeepInv-2k) / t(Fast-k) per image (reference doc §3.1).
+(b) KD throughput (images/s) for 400-step-style KD with batches from (i) fdk's device-resident uint8
+    bank with device-side augmentation and (ii) an upstream-style pool: PNG files on disk read by a
+    DataLoader that is rebuilt after every synthesis call (reference doc §1.7, §7 #3).
+(c) a small end-to-end run (smoke preset) with its synthesis / KD / evaluation split.
+
+    python benchmarks/engine.py --device cpu --out benchmarks/results/engine-cpu.json
+    python benchmarks/engine.py --device cuda --batch 256 --out benchmarks/results/engine-h100.json
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from fdk.augment import quantize
+from fdk.bank import SyntheticBank
+from fdk.data import dataset_info
+from fdk.distill import _kd_phase, distill
+from fdk.models import create_model
+from fdk.presets import PRESETS
+from fdk.synthesis import make_synthesizer
+from fdk.utils import Timer, machine_info, resolve_device, seed_everything
+
+
+def teacher_with_statistics(arch: str, device) -> torch.nn.Module:
+    """A randomly initialised teacher with non-trivial BN statistics: timing depends on shapes only."""
+    model = create_model(arch, 10)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.to(device).eval()
+
+
+def time_synthesis(cfg, teacher, student, info, calls: int) -> float:
+    synth = make_synthesizer(cfg, teacher, 10, info.mean, info.std, 32)
+    synth.synthesize(student)  # warm-up (allocations, cuDNN autotuning)
+    timer = Timer(teacher.parameters().__next__().device)
+    for _ in range(calls):
+        with timer:
+            synth.synthesize(student)
+    return timer.seconds / calls
+
+
+def bench_synthesis(args, device, info):
+    teacher = teacher_with_statistics(args.teacher, device)
+    student = create_model(args.student, 10).to(device)
+    rows = {}
+    for k in (2, 5, 10):
+        cfg = dataclasses.replace(
+            PRESETS[f"cifar10/wrn40_2-wrn16_1/fast{k}"], teacher=args.teacher, synth_batch_size=args.batch, warmup=0
+        )
+        seconds = time_synthesis(cfg, teacher, student, info, args.calls)
+        rows[f"fast{k}"] = {"seconds_per_call": seconds, "seconds_per_image": seconds / args.batch}
+    cfg = dataclasses.replace(
+        PRESETS["cifar10/wrn40_2-wrn16_1/deepinv2k"],
+        teacher=args.teacher,
+        synth_batch_size=args.batch,
+        synth_steps=args.deepinv_steps,
+        warmup=0,
+    )
+    seconds = time_synthesis(cfg, teacher, student, info, 1) * 2000 / args.deepinv_steps
+    rows["deepinv2k"] = {
+        "seconds_per_call": seconds,
+        "seconds_per_image": seconds / args.batch,
+        "measured_steps": args.deepinv_steps,
+        "scaled_to_steps": 2000,
+    }
+    for name in ("fast2", "fast5", "fast10"):
+        rows[name]["speedup_vs_deepinv2k"] = rows["deepinv2k"]["seconds_per_image"] / rows[name]["seconds_per_image"]
+    return rows
+
+
+class UpstreamPngPool:
+    """Upstream's ImagePool, re-created for comparison: one PNG per image; a new DataLoader over all
+    files after every synthesis call; CPU transforms (crop pad 4, flip, ToTensor, Normalize) in workers."""
+
+    def __init__(self, root: Path, mean, std, batch_size: int, workers: int, device):
+        import torchvision.transforms as T
+
+        self.root, self.batch_size, self.workers, self.device, self.count = root, batch_size, workers, device, 0
+        self.transform = T.Compose(
+            [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)]
+        )
+        self.iterator = None
+
+    def add(self, images_uint8: torch.Tensor) -> None:
+        for image in images_uint8.permute(0, 2, 3, 1).cpu().numpy():
+            Image.fromarray(image).save(self.root / f"{self.count}.png")
+            self.count += 1
+        files = sorted(self.root.glob("*.png"))  # upstream os.walk-ed every file after every call
+        dataset = _Files(files, self.transform)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=True, num_workers=self.workers, pin_memory=False
+        )
+        self.loader, self.iterator = loader, iter(loader)
+
+    def kd_batch(self, batch_size, mean, std, memory_format):
+        try:
+            x = next(self.iterator)
+        except StopIteration:  # upstream's DataIter restarts an exhausted loader
+            self.iterator = iter(self.loader)
+            x = next(self.iterator)
+        return x.to(self.device).contiguous(memory_format=memory_format)
+
+
+class _Files(torch.utils.data.Dataset):
+    def __init__(self, files, transform):
+        self.files, self.transform = files, transform
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        with Image.open(self.files[i]) as image:
+            return self.transform(image.convert("RGB"))
+
+
+def bench_kd(args, device, info):
+    """KD steps per second with the two data paths; the pool holds `--pool` images (upstream: 5k-56k)."""
+    teacher = teacher_with_statistics(args.teacher, device)
+    student = create_model(args.student, 10).to(device)
+    memory_format = torch.channels_last  # as DistillConfig.channels_last defaults
+    teacher.to(memory_format=memory_format)
+    student.to(memory_format=memory_format)
+    cfg = dataclasses.replace(
+        PRESETS["cifar10/wrn40_2-wrn16_1/fast5"], kd_steps=args.kd_steps, kd_batch_size=args.batch
+    )
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
+    pool = quantize(torch.rand(args.pool, 3, 32, 32))
+    results = {}
+
+    bank = SyntheticBank(device)
+    bank.add(pool.to(device))
+    _kd_phase(dataclasses.replace(cfg, kd_steps=2), teacher, student, optimizer, bank, info, memory_format)
+    timer = Timer(device)
+    with timer:
+        bank.add(quantize(torch.rand(args.batch, 3, 32, 32)).to(device))  # one synthesis call's worth
+        _kd_phase(cfg, teacher, student, optimizer, bank, info, memory_format)
+    results["fdk_bank"] = {"seconds": timer.seconds, "images_per_second": cfg.kd_steps * args.batch / timer.seconds}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        upstream = UpstreamPngPool(Path(tmp), info.mean, info.std, args.batch, args.workers, device)
+        upstream.add(pool)
+        timer = Timer(device)
+        with timer:
+            upstream.add(quantize(torch.rand(args.batch, 3, 32, 32)))  # PNG writes + DataLoader rebuild
+            _kd_phase(cfg, teacher, student, optimizer, upstream, info, memory_format)
+        results["upstream_png_dataloader"] = {
+            "seconds": timer.seconds,
+            "images_per_second": cfg.kd_steps * args.batch / timer.seconds,
+            "workers": args.workers,
+        }
+    results["speedup"] = results["upstream_png_dataloader"]["seconds"] / results["fdk_bank"]["seconds"]
+    results.update(pool_images=args.pool, kd_steps=cfg.kd_steps, batch=args.batch)
+    return results
+
+
+def bench_end_to_end(args, device):
+    from fdk.checkpoint import load_model
+    from fdk.demo import EMBEDDED_TEACHER
+
+    cfg = dataclasses.replace(PRESETS["smoke/fast_meta"], epochs=args.e2e_epochs)
+    teacher = load_model(EMBEDDED_TEACHER) if EMBEDDED_TEACHER.exists() else teacher_with_statistics("resnet20", device)
+    started = time.perf_counter()
+    run = distill(cfg, teacher, None, device=device, progress=False)
+    wall = time.perf_counter() - started
+    return {
+        "preset": "smoke/fast_meta",
+        "epochs": cfg.epochs,
+        "synth_seconds": run["synth_seconds"],
+        "kd_seconds": run["kd_seconds"],
+        "wall_seconds": wall,
+        "images_synthesized": run["images_synthesized"],
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--teacher", default="wrn40_2")
+    parser.add_argument("--student", default="wrn16_1")
+    parser.add_argument("--batch", type=int, default=64, help="synthesis and KD batch (paper: 256)")
+    parser.add_argument("--calls", type=int, default=2, help="timed synthesis calls per k")
+    parser.add_argument("--deepinv-steps", type=int, default=20, help="DeepInversion steps timed (scaled to 2000)")
+    parser.add_argument("--kd-steps", type=int, default=40)
+    parser.add_argument("--pool", type=int, default=5120, help="images in the pool (upstream: 5,376 at KD start)")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="upstream DataLoader workers")
+    parser.add_argument("--e2e-epochs", type=int, default=4)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    seed_everything(0)
+    info = dataset_info("cifar10")
+    results = {"machine": machine_info(device), "args": {k: str(v) for k, v in vars(args).items()}}
+    results["date"] = time.strftime("%Y-%m-%d")
+    results["synthesis"] = bench_synthesis(args, device, info)
+    print(json.dumps(results["synthesis"], indent=1), flush=True)
+    results["kd"] = bench_kd(args, device, info)
+    print(json.dumps(results["kd"], indent=1), flush=True)
+    results["end_to_end"] = bench_end_to_end(args, device)
+    print(json.dumps(results["end_to_end"], indent=1), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Losses of data-free distillation (reference doc §1.1, §1.8).
+
+All of them treat dim 1 as the class dimension, so dense outputs (B, C, H, W) work unchanged:
+per-pixel terms are averaged over B·H·W exactly as per-sample terms are averaged over B.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
+    """KL(p_teacher || p_student) at temperature T, summed over classes: shape (B,) or (B, H, W)."""
+    log_p_student = F.log_softmax(student_logits / T, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits / T, dim=1)
+    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(1)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
+    """Hinton KD: batch-mean KL at temperature T, times T² so gradients keep their scale (upstream KLDiv)."""
+    return kl_divergence(student_logits, teacher_logits, T).mean() * T * T
+
+
+def one_hot_loss(teacher_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """loss_oh: the teacher should classify a synthetic sample as its sampled target class."""
+    return F.cross_entropy(teacher_logits, targets)
+
+
+def adversarial_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """loss_adv: −KL(T || S) (T = 1) on samples where student and teacher agree on the top-1 class.
+
+    Minimising it pushes the generator towards samples the student gets wrong ("decision adversarial"
+    distillation from CMI). Disagreeing samples count as 0 and the mean is over the FULL batch (§1.1).
+    """
+    agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()
+    return -(kl_divergence(student_logits, teacher_logits) * agree).mean()

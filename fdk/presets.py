@@ -1,0 +1,172 @@
+"""The run configuration of data-free distillation and the named presets of the paper's CIFAR table.
+
+Every line of Table 1 (reference doc §3.1) is a preset `"{dataset}/{teacher}-{student}/{method}"`,
+e.g. `PRESETS["cifar10/wrn40_2-wrn16_2/fast5"]`, with the upstream hyperparameters (§2.1, §2.2).
+`smoke/...` presets are the same runs shrunk to minutes on a CPU, for tests, demos and notebooks.
+Variants: `dataclasses.replace(PRESETS[name], kd_steps=100)` or `fdk distill --set kd_steps=100`.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+
+from fdk.config import option
+from fdk.utils import FdkError
+
+METHODS = ("fast_meta", "fast", "no_reuse", "deepinversion")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    # what is distilled
+    dataset: str = option("cifar10", "dataset whose statistics the teacher learned (data_stats/<name>.json)")
+    teacher: str = option("wrn40_2", "teacher architecture (zoo name)")
+    student: str = option("wrn16_1", "student architecture (zoo name)")
+    method: str = option("fast_meta", f"synthesizer: {', '.join(METHODS)}")
+    # schedule (reference doc §1.9)
+    epochs: int = option(220, "epochs; each = synthesis call(s) + kd_steps KD iterations")
+    warmup: int = option(20, "first epochs synthesise only (no KD); the adversarial term starts one epoch earlier")
+    ep_steps: int = option(400, "KD iterations per epoch; synthesis calls per epoch = ep_steps // kd_steps")
+    kd_steps: int = option(400, "KD iterations after each synthesis call")
+    # synthesis (§1.1-1.4)
+    synth_batch_size: int = option(256, "images per synthesis call (upstream --batch_size)")
+    synth_steps: int = option(10, "inner steps k per synthesis call (the paper's Fast-k; 2000 for DeepInv-2k)")
+    lr_gen: float = option(2e-3, "inner Adam lr of the generator (of the pixels for deepinversion)")
+    lr_z: float = option(0.01, "inner Adam lr of the latent z")
+    meta: str = option("maml", "meta step: maml (sum of inner gradients, upstream is_maml=1) or reptile")
+    reptile_scale: float = option(67.0, "Reptile meta-gradient scale, theta.grad = scale * (theta - theta_k)")
+    w_bn: float = option(10.0, "weight of loss_bn, the BN-statistics loss")
+    w_oh: float = option(0.4, "weight of loss_oh, the one-hot CE to sampled classes")
+    w_adv: float = option(1.1, "weight of loss_adv, the masked adversarial KL")
+    bn_mmt: float = option(0.9, "BN-statistics momentum lambda (0 = plain DeepInversion)")
+    reset_l0: bool = option(True, "re-initialise the generator's first layers once (§1.6)")
+    reset_l0_at: int = option(
+        120, "synthesis calls after warmup at which reset_l0 fires (upstream: ep == 120 + warmup)"
+    )
+    nz: int = option(256, "latent size")
+    ngf: int = option(64, "generator width")
+    # knowledge distillation (§1.8)
+    kd_batch_size: int = option(256, "KD batch size, drawn from the synthetic-image bank")
+    lr: float = option(0.2, "student SGD learning rate")
+    momentum: float = option(0.9, "student SGD momentum")
+    weight_decay: float = option(1e-4, "student SGD weight decay")
+    T: float = option(20.0, "KD temperature T (the loss is KL at T, times T^2)")
+    cosine_t_max: int = option(200, "cosine schedule length in KD epochs (upstream hard-codes 200)")
+    eta_min: float = option(2e-4, "final learning rate of the cosine schedule")
+    bank_capacity: int | None = option(None, "keep at most this many synthetic images (None: unbounded, upstream)")
+    # engineering
+    seed: int = option(0, "random seed")
+    amp: str = option("auto", "mixed precision: auto (bf16 on GPU, off on CPU), bf16, off")
+    channels_last: bool = option(True, "channels_last memory format for teacher, student and generator")
+    compile: bool = option(False, "torch.compile the KD forward passes (minutes of compile time; GPU runs)")
+    eval_every: int = option(1, "evaluate on the real test split every n epochs (and after the last)")
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise FdkError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.meta not in ("maml", "reptile"):
+            raise FdkError(f"meta must be 'maml' or 'reptile', got {self.meta!r}")
+        if self.ep_steps < self.kd_steps or self.kd_steps < 1:
+            raise FdkError(f"need 1 <= kd_steps <= ep_steps, got kd_steps={self.kd_steps}, ep_steps={self.ep_steps}")
+
+
+# (w_adv, w_oh) per teacher/student pair; the rest is common (scripts/fast_cifar.sh, §2.1)
+PAIRS = {
+    ("resnet34", "resnet18"): (1.33, 0.5),
+    ("vgg11", "resnet18"): (1.0, 0.5),
+    ("wrn40_2", "wrn16_1"): (1.1, 0.4),
+    ("wrn40_2", "wrn40_1"): (1.1, 0.4),
+    ("wrn40_2", "wrn16_2"): (1.1, 0.4),
+}
+# k -> (lr_gen, lr_z); the meta lr is lr_gen * k (§2.1)
+FAST_K = {2: (5e-3, 0.015), 5: (3e-3, 0.01), 10: (2e-3, 0.01)}
+
+
+def fast_preset(dataset: str, teacher: str, student: str, k: int) -> DistillConfig:
+    w_adv, w_oh = PAIRS[(teacher, student)]
+    lr_gen, lr_z = FAST_K[k]
+    return DistillConfig(
+        dataset=dataset,
+        teacher=teacher,
+        student=student,
+        synth_steps=k,
+        lr_gen=lr_gen,
+        lr_z=lr_z,
+        w_adv=w_adv,
+        w_oh=w_oh,
+    )
+
+
+def deepinversion_preset(dataset: str, teacher: str, student: str) -> DistillConfig:
+    """DeepInv-2k (scripts/deepinv_cifar.sh, §2.2): 2000 Adam steps on pixels per batch, lr 0.1,
+    bn 10, oh 1, adv 1, student lr 0.1, 200 KD epochs. No warm-up epochs and no BN momentum."""
+    return DistillConfig(
+        dataset=dataset,
+        teacher=teacher,
+        student=student,
+        method="deepinversion",
+        epochs=200,
+        warmup=0,
+        synth_steps=2000,
+        lr_gen=0.1,
+        w_bn=10.0,
+        w_oh=1.0,
+        w_adv=1.0,
+        bn_mmt=0.0,
+        reset_l0=False,
+        lr=0.1,
+    )
+
+
+def smoke(cfg: DistillConfig, **changes) -> DistillConfig:
+    """The same run shrunk to minutes on a 2-core CPU (about 3.5 minutes for Fast-5).
+
+    Sized by measurement (notes in benchmarks/README.md): more synthesis calls help a short run more than
+    more KD steps per call, and k=5 learns far more than k=2 at this scale.
+    """
+    small = dict(
+        epochs=30,
+        warmup=2,
+        ep_steps=50,
+        kd_steps=50,
+        synth_batch_size=128,
+        kd_batch_size=128,
+        synth_steps=min(cfg.synth_steps, 5),
+        ngf=32,
+        cosine_t_max=28,
+        reset_l0_at=20,
+        eval_every=5,
+    )
+    return dataclasses.replace(cfg, **{**small, **changes})
+
+
+def _build() -> dict[str, DistillConfig]:
+    presets = {}
+    for dataset in ("cifar10", "cifar100"):
+        for teacher, student in PAIRS:
+            base = f"{dataset}/{teacher}-{student}"
+            for k in FAST_K:
+                presets[f"{base}/fast{k}"] = fast_preset(dataset, teacher, student, k)
+            presets[f"{base}/deepinv2k"] = deepinversion_preset(dataset, teacher, student)
+    # Smoke runs use the embedded CIFAR-10 teacher (resnet20, weights/) and a WRN-16-1 student.
+    fast = dataclasses.replace(fast_preset("cifar10", "wrn40_2", "wrn16_1", 5), teacher="resnet20")
+    presets["smoke/fast_meta"] = smoke(fast)
+    presets["smoke/fast"] = smoke(fast, method="fast")
+    presets["smoke/no_reuse"] = smoke(fast, method="no_reuse")
+    # DeepInversion needs many steps per batch, which is the point: 50 here (2000 in the paper), 12 epochs.
+    presets["smoke/deepinversion"] = smoke(
+        dataclasses.replace(deepinversion_preset("cifar10", "wrn40_2", "wrn16_1"), teacher="resnet20"),
+        synth_steps=50,
+        epochs=12,
+        cosine_t_max=10,
+    )
+    return presets
+
+
+PRESETS = _build()
+
+
+def get_preset(name: str) -> DistillConfig:
+    if name not in PRESETS:
+        close = [p for p in PRESETS if name.split("/")[-1] in p][:5]
+        raise FdkError(f"unknown preset {name!r}; e.g. {', '.join(close or list(PRESETS)[:5])} (fdk presets lists all)")
+    return PRESETS[name]
