@@ -96,3 +96,12 @@ class BNStatisticsLoss:
         device = self.layers[0].running_mean.device
         self.mean_ema = [None if t is None else t.to(device) for t in state["mean_ema"]]
         self.var_ema = [None if t is None else t.to(device) for t in state["var_ema"]]
+
+
+@torch.no_grad()
+def bn_statistics_loss(teacher: nn.Module, x: torch.Tensor) -> float:
+    """The plain BN-statistics loss (no momentum) of one teacher forward on normalised images x."""
+    probe = BNStatisticsLoss(teacher, momentum=0.0)
+    with probe.attached():
+        teacher.eval()(x)
+        return probe.loss().item()

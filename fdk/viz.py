@@ -209,7 +209,9 @@ class LiveCurves:
         self.handle = None
 
     def show(self) -> "LiveCurves":
-        self.handle = display(self.figure, display_id=True)
+        # A raw mimebundle: a plotly Figure's own _ipython_display_ ignores display_id, so every update
+        # would append a new chart instead of replacing this one.
+        self.handle = display(self.figure._repr_mimebundle_(), raw=True, display_id=True)
         return self
 
     def add_reference(self, name: str, xs, ys, dash: str = "dash") -> None:
@@ -226,4 +228,4 @@ class LiveCurves:
 
     def _redraw(self) -> None:
         if self.handle is not None:
-            self.handle.update(self.figure)
+            self.handle.update(self.figure._repr_mimebundle_(), raw=True)
