@@ -6,7 +6,8 @@
 (b) KD throughput (images/s) for 400-step-style KD with batches from (i) fdk's device-resident uint8
     bank with device-side augmentation and (ii) an upstream-style pool: PNG files on disk read by a
     DataLoader that is rebuilt after every synthesis call (reference doc §1.7, §7 #3).
-(c) a small end-to-end run (smoke preset) with its synthesis / KD / evaluation split.
+(c) end to end: a full paper-schedule run estimated from (a) and (b) (synthesis per call x epochs + KD
+    per step x KD steps), fast-k vs DeepInv-2k; and a small measured run (smoke preset) with its split.
 
     python benchmarks/engine.py --device cpu --out benchmarks/results/engine-cpu.json
     python benchmarks/engine.py --device cuda --batch 256 --out benchmarks/results/engine-h100.json
@@ -187,6 +188,22 @@ def bench_end_to_end(args, device):
     }
 
 
+def paper_schedule_estimate(synthesis: dict, kd: dict, cfg_fast, cfg_deep) -> dict:
+    """End-to-end seconds of a full run, from the per-call synthesis and per-step KD times measured above:
+    every epoch synthesises one batch, KD runs kd_steps steps in every epoch after warm-up (§1.9)."""
+    kd_per_step = kd["fdk_bank"]["seconds"] / kd["kd_steps"]
+    rows = {}
+    for name, cfg in [(f"fast{k}", dataclasses.replace(cfg_fast, synth_steps=k)) for k in (2, 5, 10)] + [
+        ("deepinv2k", cfg_deep)
+    ]:
+        synth = cfg.epochs * synthesis[name]["seconds_per_call"]
+        kd_total = (cfg.epochs - cfg.warmup) * cfg.kd_steps * kd_per_step
+        rows[name] = {"epochs": cfg.epochs, "synth_seconds": synth, "kd_seconds": kd_total, "total": synth + kd_total}
+    for name in ("fast2", "fast5", "fast10"):
+        rows[name]["end_to_end_speedup_vs_deepinv2k"] = rows["deepinv2k"]["total"] / rows[name]["total"]
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -210,6 +227,13 @@ def main():
     print(json.dumps(results["synthesis"], indent=1), flush=True)
     results["kd"] = bench_kd(args, device, info)
     print(json.dumps(results["kd"], indent=1), flush=True)
+    results["paper_schedule_estimate"] = paper_schedule_estimate(
+        results["synthesis"],
+        results["kd"],
+        PRESETS["cifar10/wrn40_2-wrn16_1/fast5"],
+        PRESETS["cifar10/wrn40_2-wrn16_1/deepinv2k"],
+    )
+    print(json.dumps(results["paper_schedule_estimate"], indent=1), flush=True)
     results["end_to_end"] = bench_end_to_end(args, device)
     print(json.dumps(results["end_to_end"], indent=1), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

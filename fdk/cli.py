@@ -257,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"fdk {args.command}: interrupted; the last finished epoch's checkpoint is kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `fdk presets | head`: the reader left; stay quiet like other Unix tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

@@ -4,7 +4,9 @@ A split is read from either layout and cached as one uint8 tensor, so epochs nev
 
     <root>/<split>/<class>/<image>.png             class folders (torchvision ImageFolder layout);
     <root>/<dataset>/<split>/<class>/<image>.png   the same under a data root such as $FDK_DATA;
-    <root>/cifar-10-batches-py/, cifar-100-python/ torchvision's CIFAR files (`download=True` fetches them).
+    <root>/cifar-10-batches-py/, cifar-100-python/ torchvision's CIFAR files (`download=True` fetches them);
+    <root>/<split>-part-00.safetensors, ...         a packed split (`pack_split`): uint8 tensors in parts of
+                                                    a chosen size, to move a dataset where PNG folders are awkward.
 """
 
 import hashlib
@@ -76,7 +78,8 @@ def expected_layout(root, dataset: str, split: str) -> str:
         f"expected one of:\n"
         f"  {root}/{split}/<class>/<image>.png            (class folders, e.g. {split}/airplane/0001.png)\n"
         f"  {root}/{dataset}/{split}/<class>/<image>.png\n"
-        f"  {root}/{torchvision_folder}/                    (torchvision files; pass download=True / --download to fetch)"
+        f"  {root}/{torchvision_folder}/                    (torchvision files; pass download=True / --download to fetch)\n"
+        f"  {root}/{split}-part-00.safetensors, ...       (a packed split: fdk.data.pack_split)"
     )
 
 
@@ -86,6 +89,11 @@ def load_split(
     """Decode a split of `dataset` under `root` into uint8 tensors (cached after the first call)."""
     root = Path(root).expanduser()
     info = dataset_info(dataset)
+    for base in (root, root / dataset):
+        if parts := sorted(base.glob(f"{split}-part-*.safetensors")):
+            data = load_packed(parts)
+            _check_classes(data, info, base)
+            return data
     for folder in (root / split, root / dataset / split):
         if folder.is_dir():
             data = _load_class_folders(folder, cache)
@@ -96,6 +104,45 @@ def load_split(
             if (base / TORCHVISION_FOLDERS[dataset]).is_dir() or (download and base == root):
                 return _load_torchvision_cifar(base, dataset, split, download)
     raise FdkError(f"no {dataset} {split} split found under {root}; " + expected_layout(root, dataset, split))
+
+
+def pack_split(data: ImageTensors, out_dir, split: str, part_mib: float = 40) -> list[Path]:
+    """Write a split as `<split>-part-NN.safetensors` files of at most `part_mib` MiB each (uint8 images,
+    labels, class names in the metadata); `load_split(out_dir, ...)` reads them back bit-exactly."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    per_image = data.images[0].numel() + 8  # uint8 pixels + an int64 label
+    per_part = max(1, int(part_mib * 2**20) // per_image)
+    files = []
+    for number, start in enumerate(range(0, len(data), per_part)):
+        path = out_dir / f"{split}-part-{number:02d}.safetensors"
+        tensors = {
+            "images": data.images[start : start + per_part].contiguous(),
+            "labels": data.labels[start : start + per_part].contiguous(),
+        }
+        save_file(tensors, str(path), metadata={"classes": json.dumps(list(data.classes)), "total": str(len(data))})
+        files.append(path)
+    return files
+
+
+def load_packed(parts: list[Path]) -> ImageTensors:
+    from safetensors import safe_open
+
+    images, labels, classes, total = [], [], None, None
+    for path in parts:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            images.append(f.get_tensor("images"))
+            labels.append(f.get_tensor("labels"))
+            classes, total = tuple(json.loads(meta.get("classes", "[]"))), int(meta.get("total", -1))
+    data = ImageTensors(torch.cat(images), torch.cat(labels), classes)
+    if len(data) != total:
+        raise FdkError(
+            f"packed split {parts[0].parent} is incomplete: {len(data)} of {total} images in {len(parts)} parts"
+        )
+    return data
 
 
 def _check_classes(data: ImageTensors, info: DatasetInfo, folder: Path) -> None:

@@ -117,7 +117,9 @@ class SampleGallery:
                 f'style="image-rendering:pixelated"/><figcaption class="fdk-caption" style="font-size:11px">'
                 f"{html.escape(caption)}</figcaption></figure>"
             )
-        self.title.value = f"<b>{html.escape(str(label))}</b>: {len(keep)} of {len(images)} images"
+        shown = f"first {len(cells)} of " if len(cells) < len(keep) else ""
+        matched = "" if chosen == "all" else f" predicted {html.escape(chosen)}, out of {len(images)}"
+        self.title.value = f"<b>{html.escape(str(label))}</b>: showing {shown}{len(keep)} images{matched}"
         self.grid.value = f'<div style="display:flex;flex-wrap:wrap">{"".join(cells)}</div>'
         counts = torch.bincount(classes, minlength=len(self.class_names)).tolist()
         with self.counts.batch_update():
@@ -211,8 +213,18 @@ class LiveCurves:
     def show(self) -> "LiveCurves":
         # A raw mimebundle: a plotly Figure's own _ipython_display_ ignores display_id, so every update
         # would append a new chart instead of replacing this one.
-        self.handle = display(self.figure._repr_mimebundle_(), raw=True, display_id=True)
+        _load_plotlyjs_once()
+        self.handle = display(self._mimebundle(), raw=True, display_id=True)
         return self
+
+    def _mimebundle(self) -> dict:
+        # Built from the renderers directly: Figure._repr_mimebundle_ re-emits all of plotly.js (5 MB)
+        # on every call, which made each redraw a new 5 MB output in executed notebooks.
+        figure = self.figure.to_dict()
+        return {
+            **pio.renderers["plotly_mimetype"].to_mimebundle(figure),
+            **pio.renderers["notebook"].to_mimebundle(figure),
+        }
 
     def add_reference(self, name: str, xs, ys, dash: str = "dash") -> None:
         """A finished curve to compare against (e.g. another method's run)."""
@@ -228,4 +240,15 @@ class LiveCurves:
 
     def _redraw(self) -> None:
         if self.handle is not None:
-            self.handle.update(self.figure._repr_mimebundle_(), raw=True)
+            self.handle.update(self._mimebundle(), raw=True)
+
+
+_plotlyjs_loaded = False
+
+
+def _load_plotlyjs_once() -> None:
+    """The HTML of a live chart calls window.Plotly; load the library into the page once per kernel."""
+    global _plotlyjs_loaded
+    if not _plotlyjs_loaded:
+        pio.renderers["notebook"].activate()
+        _plotlyjs_loaded = True

@@ -45,12 +45,23 @@ def jupyterlab(tmp_path):
         pytest.skip("no Chromium: install Debian's chromium (make test does: apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed: pip install -e .[dev]")
     # Serve a copy: JupyterLab autosaves, and the committed notebook must stay free of outputs.
-    shutil.copy(REPO / "notebooks" / "01_bn_inversion.ipynb", tmp_path / "01_bn_inversion.ipynb")
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(REPO / "notebooks" / "01_bn_inversion.ipynb", served / "01_bn_inversion.ipynb")
     port = _free_port()
-    env = {**os.environ, "FDK_SMOKE": "1", "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
+    # JupyterLab's "get notified about news?" toast would cover the gallery in the screenshot: answer it.
+    settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    env = {
+        **os.environ,
+        "FDK_SMOKE": "1",
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+    }
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={tmp_path}", "--allow-root"],
+         f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={served}", "--allow-root"],
         env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "jupyter.log", "w"),
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

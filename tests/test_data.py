@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from fdk.data import batches, dataset_info, load_split
+from fdk.data import batches, dataset_info, load_split, pack_split
 from fdk.utils import FdkError
 from tests.conftest import CIFAR10_CLASSES, write_class_folders
 
@@ -42,6 +42,22 @@ def test_cache_notices_changed_files(tiny_cifar10):
     write_class_folders(tiny_cifar10, "test", CIFAR10_CLASSES, 2, seed=99)
     second = load_split(tiny_cifar10, "cifar10", "test")
     assert not torch.equal(first.images, second.images)
+
+
+def test_packed_split_round_trip_in_parts(tiny_cifar10, tmp_path):
+    data = load_split(tiny_cifar10, "cifar10", "train")  # 40 images of 3 KiB
+    parts = pack_split(data, tmp_path / "packed" / "cifar10", "train", part_mib=15 * 3080 / 2**20)
+    assert [p.name for p in parts] == [
+        "train-part-00.safetensors",
+        "train-part-01.safetensors",
+        "train-part-02.safetensors",
+    ]
+    again = load_split(tmp_path / "packed", "cifar10", "train")  # found under <root>/<dataset>/ too
+    assert torch.equal(again.images, data.images) and torch.equal(again.labels, data.labels)
+    assert again.classes == data.classes
+    parts[-1].unlink()
+    with pytest.raises(FdkError, match="incomplete: 30 of 40 images"):
+        load_split(tmp_path / "packed" / "cifar10", "cifar10", "train")
 
 
 def test_missing_split_shows_expected_layout(tmp_path):

@@ -33,7 +33,10 @@ def test_gallery_slider_and_class_filter_change_the_view():
     assert gallery.counts.data[0].y[3] == 12
     gallery.slider.value = 2
     gallery.class_filter.value = "dog"
-    assert gallery.grid.value.count("<img") == 6 and "6 of 12" in gallery.title.value
+    assert gallery.grid.value.count("<img") == 6 and "6 images predicted dog, out of 12" in gallery.title.value
+    gallery.max_images = 4
+    gallery.class_filter.value = "all"
+    assert gallery.grid.value.count("<img") == 4 and "first 4 of 12 images" in gallery.title.value
 
 
 def test_gallery_from_teacher_uses_its_predictions():
@@ -61,3 +64,31 @@ def test_live_curves_accumulate_records():
     assert list(curves.figure.data[0].y) == [10.0, 30.0] and list(curves.figure.data[1].x) == [2.0]
     curves.add_reference("deepinversion", [1, 2], [5, 6])
     assert curves.figure.data[-1].name == "deepinversion"
+
+
+def test_live_curves_redraw_one_small_output(monkeypatch):
+    """Each redraw replaces the same display (display_id) with a small bundle; plotly.js loads once."""
+    import fdk.viz as viz
+
+    shown, activations = [], []
+
+    class Handle:
+        def update(self, bundle, raw):
+            shown.append(bundle)
+
+    def fake_display(bundle, raw, display_id):
+        assert raw and display_id
+        shown.append(bundle)
+        return Handle()
+
+    monkeypatch.setattr(viz, "display", fake_display)
+    monkeypatch.setattr(viz, "_plotlyjs_loaded", False)
+    monkeypatch.setattr(viz.pio.renderers["notebook"], "activate", lambda: activations.append(1))
+    curves = LiveCurves(["test_top1"]).show()
+    for epoch in range(3):
+        curves.update({"epoch": epoch, "test_top1": 10.0 + epoch})
+    LiveCurves(["kd_loss"]).show()
+    assert len(shown) == 5 and len(activations) == 1
+    last = shown[3]
+    assert last["application/vnd.plotly.v1+json"]["data"][0]["y"] == [10.0, 11.0, 12.0]
+    assert all(len(str(bundle)) < 100_000 for bundle in shown), "plotly.js must not be embedded in every redraw"
