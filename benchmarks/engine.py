@@ -28,21 +28,10 @@ from fdk.augment import quantize
 from fdk.bank import SyntheticBank
 from fdk.data import dataset_info
 from fdk.distill import _kd_phase, distill
-from fdk.models import create_model
+from fdk.models import create_model, with_random_bn_statistics
 from fdk.presets import PRESETS
 from fdk.synthesis import make_synthesizer
 from fdk.utils import Timer, machine_info, resolve_device, seed_everything
-
-
-def teacher_with_statistics(arch: str, device) -> torch.nn.Module:
-    """A randomly initialised teacher with non-trivial BN statistics: timing depends on shapes only."""
-    model = create_model(arch, 10)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    return model.to(device).eval()
 
 
 def time_synthesis(cfg, teacher, student, info, calls: int) -> float:
@@ -56,7 +45,7 @@ def time_synthesis(cfg, teacher, student, info, calls: int) -> float:
 
 
 def bench_synthesis(args, device, info):
-    teacher = teacher_with_statistics(args.teacher, device)
+    teacher = with_random_bn_statistics(create_model(args.teacher, 10)).to(device).eval()
     student = create_model(args.student, 10).to(device)
     rows = {}
     for k in (2, 5, 10):
@@ -131,7 +120,7 @@ class _Files(torch.utils.data.Dataset):
 
 def bench_kd(args, device, info):
     """KD steps per second with the two data paths; the pool holds `--pool` images (upstream: 5k-56k)."""
-    teacher = teacher_with_statistics(args.teacher, device)
+    teacher = with_random_bn_statistics(create_model(args.teacher, 10)).to(device).eval()
     student = create_model(args.student, 10).to(device)
     memory_format = torch.channels_last  # as DistillConfig.channels_last defaults
     teacher.to(memory_format=memory_format)
@@ -174,7 +163,11 @@ def bench_end_to_end(args, device):
     from fdk.demo import EMBEDDED_TEACHER
 
     cfg = dataclasses.replace(PRESETS["smoke/fast_meta"], epochs=args.e2e_epochs)
-    teacher = load_model(EMBEDDED_TEACHER) if EMBEDDED_TEACHER.exists() else teacher_with_statistics("resnet20", device)
+    teacher = (
+        load_model(EMBEDDED_TEACHER)
+        if EMBEDDED_TEACHER.exists()
+        else with_random_bn_statistics(create_model("resnet20", 10))
+    )
     started = time.perf_counter()
     run = distill(cfg, teacher, None, device=device, progress=False)
     wall = time.perf_counter() - started

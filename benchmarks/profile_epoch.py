@@ -24,21 +24,10 @@ from fdk.data import dataset_info
 from fdk.distill import _kd_phase, _save
 from fdk.evaluate import agreement, evaluate
 from fdk.losses import kd_loss
-from fdk.models import create_model
+from fdk.models import create_model, with_random_bn_statistics
 from fdk.presets import PRESETS
 from fdk.synthesis import make_synthesizer
 from fdk.utils import Timer, autocast, machine_info, resolve_device, seed_everything
-
-
-def teacher_with_statistics(arch: str, num_classes: int, device) -> torch.nn.Module:
-    """Random weights with non-trivial BN statistics: the time depends on shapes only."""
-    model = create_model(arch, num_classes)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    return model.to(device).eval()
 
 
 class Phases:
@@ -85,7 +74,12 @@ def profile_epoch(args, device) -> dict:
     info = dataset_info(cfg.dataset)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     seed_everything(0)
-    teacher = teacher_with_statistics(cfg.teacher, info.num_classes, device).to(memory_format=memory_format)
+    teacher = (
+        with_random_bn_statistics(create_model(cfg.teacher, info.num_classes))
+        .to(device)
+        .eval()
+        .to(memory_format=memory_format)
+    )
     student = create_model(cfg.student, info.num_classes).to(device, memory_format=memory_format)
     synthesizer = make_synthesizer(cfg, teacher, info.num_classes, info.mean, info.std, info.image_size)
     optimizer = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -150,7 +144,7 @@ def operator_table(args, device, rows: int = 15) -> str:
 
     cfg = dataclasses.replace(PRESETS[args.preset], synth_batch_size=args.batch or 256, kd_steps=5, warmup=0)
     info = dataset_info(cfg.dataset)
-    teacher = teacher_with_statistics(cfg.teacher, info.num_classes, device)
+    teacher = with_random_bn_statistics(create_model(cfg.teacher, info.num_classes)).to(device).eval()
     student = create_model(cfg.student, info.num_classes).to(device)
     synthesizer = make_synthesizer(cfg, teacher, info.num_classes, info.mean, info.std, info.image_size)
     optimizer = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum)

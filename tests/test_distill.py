@@ -6,7 +6,7 @@ import torch
 
 from fdk.checkpoint import load_checkpoint
 from fdk.distill import distill
-from fdk.models import create_model
+from fdk.models import create_model, with_random_bn_statistics
 from fdk.presets import FAST_K, PAIRS, PRESETS, DistillConfig, get_preset
 from fdk.utils import FdkError
 
@@ -30,13 +30,7 @@ TINY = dataclasses.replace(
 
 def tiny_teacher():
     torch.manual_seed(0)
-    net = create_model("resnet8", 10)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.3)
-                m.running_var.uniform_(0.5, 1.5)
-    return net
+    return with_random_bn_statistics(create_model("resnet8", 10), mean_std=0.3)
 
 
 def state(run):

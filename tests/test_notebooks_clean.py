@@ -2,6 +2,7 @@
 
 import json
 
+import papermill
 import pytest
 
 from tests.conftest import REPO
@@ -22,6 +23,14 @@ def test_notebook_is_stripped_and_parameterised(path):
     assert "widgets" not in nb["metadata"]
     tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged `parameters` (papermill)"
-    source = "".join(tagged[0]["source"])
-    assert 'SMOKE = os.environ.get("FDK_SMOKE", "0") == "1"' in source
+    # papermill must parse every parameter (it skips lines it cannot read, e.g. a call or "=" in a comment)
+    parameters = papermill.inspect_notebook(str(path))
+    assert {"SMOKE", "TEACHER", "DATA", "DEVICE", "OUT", "SEED"} <= set(parameters)
+    assert parameters["SMOKE"]["default"] == "None", "SMOKE defaults to None: follow FDK_SMOKE"
+    setup = "".join(code[tagged_index(code) + 1]["source"])
+    assert 'SMOKE = os.environ.get("FDK_SMOKE", "0") == "1" if SMOKE is None else SMOKE' in setup
     assert sum("assert " in "".join(c["source"]) for c in code) >= 3, "cells assert what they show (nbval lax)"
+
+
+def tagged_index(code: list) -> int:
+    return next(i for i, c in enumerate(code) if "parameters" in c.get("metadata", {}).get("tags", []))

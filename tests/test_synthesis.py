@@ -10,7 +10,7 @@ from fdk.augment import normalize
 from fdk.generator import DeepGenerator, Generator, reset_l0
 from fdk.hooks import BNStatisticsLoss
 from fdk.losses import one_hot_loss
-from fdk.models import create_model
+from fdk.models import create_model, with_random_bn_statistics
 from fdk.presets import PRESETS
 from fdk.synthesis import GENERATOR_BETAS, make_synthesizer
 
@@ -27,13 +27,7 @@ def tiny_cfg(**changes):
 @pytest.fixture
 def teacher():
     torch.manual_seed(0)
-    net = create_model("resnet8", 10)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.3)
-                m.running_var.uniform_(0.5, 1.5)
-    return net.eval()
+    return with_random_bn_statistics(create_model("resnet8", 10), mean_std=0.3).eval()
 
 
 def agreeing_student(teacher):

@@ -49,3 +49,16 @@ def create_model(name: str, num_classes: int = 10, **kwargs):
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     return MODELS[name](num_classes=num_classes, **kwargs)
+
+
+def with_random_bn_statistics(model, mean_std: float = 0.2, var_range=(0.5, 1.5)):
+    """Give an untrained model non-trivial BN running statistics (in place; returns it), so that BN
+    inversion has something to match: for tests and speed benchmarks, where only shapes matter."""
+    import torch
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, mean_std)
+                m.running_var.uniform_(*var_range)
+    return model
