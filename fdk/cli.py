@@ -76,7 +76,7 @@ def cmd_evaluate(args) -> None:
 
 def cmd_distill(args) -> None:
     from fdk.checkpoint import load_model
-    from fdk.config import override
+    from fdk.config import from_dict, override, to_dict
     from fdk.demo import real_test_split
     from fdk.distill import distill
     from fdk.presets import DistillConfig, get_preset
@@ -88,9 +88,9 @@ def cmd_distill(args) -> None:
             raise FdkError(f"cannot resume: {run_file} does not exist (is {out} an fdk distill run folder?)")
         run = json.loads(run_file.read_text())
         teacher_path, data = args.teacher or run["teacher"], args.data or run["data"]
-        from fdk.checkpoint import load_checkpoint
-
-        cfg = DistillConfig(**load_checkpoint(out / "checkpoint.pt")["config"])
+        # The run's config is in run.json too: reading it from checkpoint.pt would load the whole bank
+        # twice (distill reads the checkpoint again for the state).
+        cfg = from_dict(DistillConfig, run["config"])
     else:
         if args.preset is None or args.teacher is None:
             raise FdkError("fdk distill needs --preset NAME and --teacher FILE (or --resume DIR)")
@@ -98,7 +98,8 @@ def cmd_distill(args) -> None:
         teacher_path, data = args.teacher, _data_root(args.data)
         out = Path(args.out or Path("runs") / args.preset.replace("/", "_"))
         out.mkdir(parents=True, exist_ok=True)
-        (out / "run.json").write_text(json.dumps({"preset": args.preset, "teacher": teacher_path, "data": data}) + "\n")
+        run = {"preset": args.preset, "teacher": teacher_path, "data": data, "config": to_dict(cfg)}
+        (out / "run.json").write_text(json.dumps(run) + "\n")
     from fdk.data import dataset_info
 
     teacher = load_model(teacher_path, cfg.teacher, dataset_info(cfg.dataset).num_classes)

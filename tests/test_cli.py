@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from fdk.cli import build_parser, main
+from tests.conftest import REPO
 
 SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 
@@ -96,3 +97,18 @@ def test_train_then_evaluate_end_to_end(tiny_cifar10, tmp_path, capsys):
     assert main(["evaluate", "--weights", str(out / "model.safetensors"), "--data", str(tiny_cifar10)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["dataset"] == "cifar10" and 0 <= result["top1"] <= 100 and result["top5"] >= result["top1"]
+
+
+def test_distill_then_resume_from_run_json(tmp_path, capsys):
+    """--resume needs only the run folder: teacher, data and config come from run.json."""
+    out = tmp_path / "distill"
+    tiny = ["--set", "epochs=2", "--set", "warmup=1", "--set", "synth_batch_size=8", "--set", "kd_batch_size=8",
+            "--set", "ep_steps=2", "--set", "kd_steps=2", "--set", "synth_steps=1", "--set", "student=resnet8"]  # fmt: skip
+    teacher = str(REPO / "weights" / "cifar10_resnet20.safetensors")
+    args = ["distill", "--preset", "smoke/fast_meta", "--teacher", teacher, "--data", "", "--out", str(out)]
+    assert main([*args, *tiny, "--no-progress"]) == 0
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["config"]["epochs"] == 2 and run_json["config"]["student"] == "resnet8"
+    capsys.readouterr()
+    assert main(["distill", "--resume", str(out), "--no-progress"]) == 0
+    assert "resnet8" in (out / "run.json").read_text()
