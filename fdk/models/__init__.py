@@ -4,8 +4,9 @@ Every model takes `forward(x, return_features=False)` and returns `(logits, penu
 when asked, as the upstream zoo does (reference doc §4.1).
 """
 
-from fdk.models.cifar_resnet import resnet18, resnet34
+from fdk.models.cifar_resnet import resnet18, resnet34, resnet50
 from fdk.models.imagenet import mobilenetv2_imagenet, resnet18_imagenet, resnet50_imagenet
+from fdk.models.mobilenetv2 import mobilenetv2
 from fdk.models.resnet_tiny import (
     resnet8,
     resnet8x4,
@@ -15,12 +16,14 @@ from fdk.models.resnet_tiny import (
     resnet56,
     resnet110,
 )
+from fdk.models.shufflenetv2 import shufflenetv2
 from fdk.models.vgg import vgg8, vgg11, vgg13
 from fdk.models.wide_resnet import wrn16_1, wrn16_2, wrn40_1, wrn40_2
 
 CIFAR_MODELS = {
     "resnet18": resnet18,
     "resnet34": resnet34,
+    "resnet50": resnet50,
     "wrn16_1": wrn16_1,
     "wrn16_2": wrn16_2,
     "wrn40_1": wrn40_1,
@@ -35,6 +38,8 @@ CIFAR_MODELS = {
     "resnet110": resnet110,
     "resnet8x4": resnet8x4,
     "resnet32x4": resnet32x4,
+    "mobilenetv2": mobilenetv2,
+    "shufflenetv2": shufflenetv2,
 }
 IMAGENET_MODELS = {
     "resnet18_imagenet": resnet18_imagenet,
