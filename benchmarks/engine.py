@@ -2,10 +2,10 @@
 
 (a) synthesis seconds per image: fast_meta k=2/5/10 (full calls) vs DeepInversion-2k. DeepInversion's
     cost is linear in its steps, so it is timed over `--deepinv-steps` steps and scaled to 2000; the
-    speed-up is computed the paper's way, t(DeepInv-2k) / t(Fast-k) per image (reference doc §3.1).
+    speed-up is computed the paper's way, t(DeepInv-2k) / t(Fast-k) per image (docs/method.md §6).
 (b) KD throughput (images/s) for 400-step-style KD with batches from (i) fdk's device-resident uint8
     bank with device-side augmentation and (ii) an upstream-style pool: PNG files on disk read by a
-    DataLoader that is rebuilt after every synthesis call (reference doc §1.7, §7 #3).
+    DataLoader that is rebuilt after every synthesis call (docs/method.md §4.2, §7).
 (c) end to end: a full paper-schedule run estimated from (a) and (b) (synthesis per call x epochs + KD
     per step x KD steps), fast-k vs DeepInv-2k; and a small measured run (smoke preset) with its split.
 
@@ -26,16 +26,17 @@ from PIL import Image
 
 from fdk.augment import quantize
 from fdk.bank import SyntheticBank
-from fdk.data import dataset_info
-from fdk.distill import _kd_phase, distill
-from fdk.models import create_model, with_random_bn_statistics
+from fdk.data import dataset_spec
+from fdk.distill import distill, kd_phase
+from fdk.methods import make_synthesizer
+from fdk.models import EMBEDDED_TEACHER, create_model, load_model, with_random_bn_statistics
 from fdk.presets import PRESETS
-from fdk.synthesis import make_synthesizer
-from fdk.utils import Timer, machine_info, resolve_device, seed_everything
+from fdk.run import machine_info
+from fdk.utils import Timer, resolve_device, seed_everything
 
 
 def time_synthesis(cfg, teacher, student, info, calls: int) -> float:
-    synth = make_synthesizer(cfg, teacher, 10, info.mean, info.std, 32)
+    synth = make_synthesizer(cfg, teacher, info)
     synth.synthesize(student)  # warm-up (allocations, cuDNN autotuning)
     timer = Timer(teacher.parameters().__next__().device)
     for _ in range(calls):
@@ -50,7 +51,7 @@ def bench_synthesis(args, device, info):
     rows = {}
     for k in (2, 5, 10):
         cfg = dataclasses.replace(
-            PRESETS[f"cifar10/wrn40_2-wrn16_1/fast{k}"], teacher=args.teacher, synth_batch_size=args.batch, warmup=0
+            PRESETS[f"cifar10/wrn40_2-wrn16_1/fast{k}"], teacher=args.teacher, synth_batch_size=args.batch
         )
         seconds = time_synthesis(cfg, teacher, student, info, args.calls)
         rows[f"fast{k}"] = {"seconds_per_call": seconds, "seconds_per_image": seconds / args.batch}
@@ -59,7 +60,6 @@ def bench_synthesis(args, device, info):
         teacher=args.teacher,
         synth_batch_size=args.batch,
         synth_steps=args.deepinv_steps,
-        warmup=0,
     )
     seconds = time_synthesis(cfg, teacher, student, info, 1) * 2000 / args.deepinv_steps
     rows["deepinv2k"] = {
@@ -134,11 +134,11 @@ def bench_kd(args, device, info):
 
     bank = SyntheticBank(device)
     bank.add(pool.to(device))
-    _kd_phase(dataclasses.replace(cfg, kd_steps=2), teacher, student, optimizer, bank, info, memory_format)
+    kd_phase(dataclasses.replace(cfg, kd_steps=2), teacher, student, optimizer, bank, info, memory_format)
     timer = Timer(device)
     with timer:
         bank.add(quantize(torch.rand(args.batch, 3, 32, 32)).to(device))  # one synthesis call's worth
-        _kd_phase(cfg, teacher, student, optimizer, bank, info, memory_format)
+        kd_phase(cfg, teacher, student, optimizer, bank, info, memory_format)
     results["fdk_bank"] = {"seconds": timer.seconds, "images_per_second": cfg.kd_steps * args.batch / timer.seconds}
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,7 +147,7 @@ def bench_kd(args, device, info):
         timer = Timer(device)
         with timer:
             upstream.add(quantize(torch.rand(args.batch, 3, 32, 32)))  # PNG writes + DataLoader rebuild
-            _kd_phase(cfg, teacher, student, optimizer, upstream, info, memory_format)
+            kd_phase(cfg, teacher, student, optimizer, upstream, info, memory_format)
         results["upstream_png_dataloader"] = {
             "seconds": timer.seconds,
             "images_per_second": cfg.kd_steps * args.batch / timer.seconds,
@@ -159,9 +159,6 @@ def bench_kd(args, device, info):
 
 
 def bench_end_to_end(args, device):
-    from fdk.checkpoint import load_model
-    from fdk.demo import EMBEDDED_TEACHER
-
     cfg = dataclasses.replace(PRESETS["smoke/fast_meta"], epochs=args.e2e_epochs)
     teacher = (
         load_model(EMBEDDED_TEACHER)
@@ -169,21 +166,21 @@ def bench_end_to_end(args, device):
         else with_random_bn_statistics(create_model("resnet20", 10))
     )
     started = time.perf_counter()
-    run = distill(cfg, teacher, None, device=device, progress=False)
+    summary = distill(cfg, teacher, None, device=device, progress=False).summary
     wall = time.perf_counter() - started
     return {
         "preset": "smoke/fast_meta",
         "epochs": cfg.epochs,
-        "synth_seconds": run["synth_seconds"],
-        "kd_seconds": run["kd_seconds"],
+        "synth_seconds": summary["synth_seconds"],
+        "kd_seconds": summary["kd_seconds"],
         "wall_seconds": wall,
-        "images_synthesized": run["images_synthesized"],
+        "images_synthesized": summary["images_synthesized"],
     }
 
 
 def paper_schedule_estimate(synthesis: dict, kd: dict, cfg_fast, cfg_deep) -> dict:
     """End-to-end seconds of a full run, from the per-call synthesis and per-step KD times measured above:
-    every epoch synthesises one batch, KD runs kd_steps steps in every epoch after warm-up (§1.9)."""
+    every epoch synthesises one batch, KD runs kd_steps steps in every epoch after warm-up (docs/method.md §4.1)."""
     kd_per_step = kd["fdk_bank"]["seconds"] / kd["kd_steps"]
     rows = {}
     for name, cfg in [(f"fast{k}", dataclasses.replace(cfg_fast, synth_steps=k)) for k in (2, 5, 10)] + [
@@ -213,8 +210,8 @@ def main():
     args = parser.parse_args()
     device = resolve_device(args.device)
     seed_everything(0)
-    info = dataset_info("cifar10")
-    results = {"machine": machine_info(device), "args": {k: str(v) for k, v in vars(args).items()}}
+    info = dataset_spec("cifar10")
+    results = {"machine": {"device": str(device), **machine_info(device)}, "args": {k: str(v) for k, v in vars(args).items()}}
     results["date"] = time.strftime("%Y-%m-%d")
     results["synthesis"] = bench_synthesis(args, device, info)
     print(json.dumps(results["synthesis"], indent=1), flush=True)

@@ -20,14 +20,15 @@ import torch
 
 from fdk.augment import quantize
 from fdk.bank import SyntheticBank
-from fdk.data import dataset_info
-from fdk.distill import _kd_phase, _save
+from fdk.data import dataset_spec
+from fdk.distill import DistillState, kd_phase
 from fdk.evaluate import agreement, evaluate
 from fdk.losses import kd_loss
+from fdk.methods import make_synthesizer
 from fdk.models import create_model, with_random_bn_statistics
 from fdk.presets import PRESETS
-from fdk.synthesis import make_synthesizer
-from fdk.utils import Timer, autocast, machine_info, resolve_device, seed_everything
+from fdk.run import RunFolder, machine_info
+from fdk.utils import Timer, autocast, resolve_device, seed_everything
 
 
 class Phases:
@@ -44,7 +45,7 @@ class Phases:
 
 
 def instrumented_kd(cfg, teacher, student, optimizer, bank, info, memory_format, phases: Phases) -> None:
-    """`fdk.distill._kd_phase`, one synchronised timer per part of a KD step."""
+    """`fdk.distill.kd_phase`, one synchronised timer per part of a KD step."""
     student.train()
     for _ in range(cfg.kd_steps):
         with phases("kd: sample + augment"):
@@ -69,9 +70,8 @@ def profile_epoch(args, device) -> dict:
         synth_batch_size=args.batch or base.synth_batch_size,
         kd_batch_size=args.batch or base.kd_batch_size,
         kd_steps=args.kd_steps or base.kd_steps,
-        warmup=0,
     )
-    info = dataset_info(cfg.dataset)
+    info = dataset_spec(cfg.dataset)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     seed_everything(0)
     teacher = (
@@ -81,16 +81,21 @@ def profile_epoch(args, device) -> dict:
         .to(memory_format=memory_format)
     )
     student = create_model(cfg.student, info.num_classes).to(device, memory_format=memory_format)
-    synthesizer = make_synthesizer(cfg, teacher, info.num_classes, info.mean, info.std, info.image_size)
+    synthesizer = make_synthesizer(cfg, teacher, info)
     optimizer = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.cosine_t_max, eta_min=cfg.eta_min)
-    bank = SyntheticBank(device)
+    tmp = tempfile.TemporaryDirectory()
+    folder = RunFolder(tmp.name)
+    bank = SyntheticBank(device, file=folder.bank_file)
     bank.add(quantize(torch.rand(args.bank, 3, info.image_size, info.image_size)).to(device))
     test = _fake_test_split(args.eval_images, info, device)
+    state = DistillState(student=student, optimizer=optimizer, scheduler=scheduler, synthesizer=synthesizer,
+                         bank=bank, timers={name: Timer(device) for name in ("synth", "kd", "eval")})  # fmt: skip
 
-    # Warm-up: allocations, cuDNN autotuning, the synthesizer's persistent buffers.
+    # Warm-up: allocations, cuDNN autotuning, the synthesizer's persistent buffers, the bank file so far.
     bank.add(synthesizer.synthesize(student).images)
-    _kd_phase(dataclasses.replace(cfg, kd_steps=3), teacher, student, optimizer, bank, info, memory_format)
+    kd_phase(dataclasses.replace(cfg, kd_steps=3), teacher, student, optimizer, bank, info, memory_format)
+    folder.save(state)
 
     phases = Phases(device)
     started = time.perf_counter()
@@ -106,14 +111,15 @@ def profile_epoch(args, device) -> dict:
         out.step_losses[-1].item()
     with phases("evaluation"):
         evaluate(student, test, info.mean, info.std)
-    with tempfile.TemporaryDirectory() as tmp, phases("bookkeeping: checkpoint"):
-        _save(Path(tmp), cfg, 0, student, optimizer, scheduler, synthesizer, bank, {}, {})
-        checkpoint_bytes = (Path(tmp) / "checkpoint.pt").stat().st_size
+    with phases("bookkeeping: checkpoint (this epoch's images appended to bank.u8)"):
+        folder.save(state)
+    checkpoint_bytes = folder.checkpoint_file.stat().st_size
     epoch_seconds = time.perf_counter() - started
+    tmp.cleanup()
 
     plain = Timer(device)
     with plain:
-        _kd_phase(cfg, teacher, student, optimizer, bank, info, memory_format)
+        kd_phase(cfg, teacher, student, optimizer, bank, info, memory_format)
     seconds = phases.seconds()
     instrumented_kd_seconds = sum(v for k, v in seconds.items() if k.startswith("kd:"))
     return {
@@ -142,18 +148,18 @@ def operator_table(args, device, rows: int = 15) -> str:
     """torch.profiler's top operators (self time) over one synthesis call and a few KD steps."""
     from torch.profiler import ProfilerActivity, profile
 
-    cfg = dataclasses.replace(PRESETS[args.preset], synth_batch_size=args.batch or 256, kd_steps=5, warmup=0)
-    info = dataset_info(cfg.dataset)
+    cfg = dataclasses.replace(PRESETS[args.preset], synth_batch_size=args.batch or 256, kd_steps=5)
+    info = dataset_spec(cfg.dataset)
     teacher = with_random_bn_statistics(create_model(cfg.teacher, info.num_classes)).to(device).eval()
     student = create_model(cfg.student, info.num_classes).to(device)
-    synthesizer = make_synthesizer(cfg, teacher, info.num_classes, info.mean, info.std, info.image_size)
+    synthesizer = make_synthesizer(cfg, teacher, info)
     optimizer = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum)
     bank = SyntheticBank(device)
     bank.add(synthesizer.synthesize(student).images)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         bank.add(synthesizer.synthesize(student).images)
-        _kd_phase(cfg, teacher, student, optimizer, bank, info, torch.contiguous_format)
+        kd_phase(cfg, teacher, student, optimizer, bank, info, torch.contiguous_format)
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=sort, row_limit=rows)
 
@@ -169,7 +175,7 @@ def main():
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     device = resolve_device(args.device)
-    result = {"machine": machine_info(device), "date": time.strftime("%Y-%m-%d")}
+    result = {"machine": {"device": str(device), **machine_info(device)}, "date": time.strftime("%Y-%m-%d")}
     result.update(profile_epoch(args, device))
     result["operators"] = operator_table(args, device)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,3 +1,64 @@
-"""fdk: a workbench for fast data-free knowledge distillation (FastDFKD, Fang et al., AAAI 2022)."""
+"""fdk: a workbench for fast data-free knowledge distillation (FastDFKD, Fang et al., AAAI 2022).
 
-__version__ = "0.1.0"
+The public API, in the order a run uses it (docs/method.md explains the method):
+
+    teacher = fdk.load_model("weights/cifar10_resnet20.safetensors")   # or fdk.create_model("wrn40_2", 10)
+    cfg = fdk.get_preset("smoke/fast_meta")                             # a frozen DistillConfig
+    test = fdk.load_split(data_root, "cifar10", "test")                 # optional: real data for evaluation
+    result = fdk.distill(cfg, teacher, test, out_dir="runs/mine")
+    result.summary["final_top1"], result.student, result.bank
+
+    synthesizer = fdk.make_synthesizer(cfg, teacher)                    # one method on its own
+    batch = synthesizer.synthesize(student)                             # a call of a run
+    preview = synthesizer.sample()                                      # the same, changing nothing
+"""
+
+__version__ = "0.2.0"
+
+from fdk.bank import SyntheticBank
+from fdk.config import override
+from fdk.data import ImageTensors, InputSpec, dataset_spec, find_split, load_split
+from fdk.distill import DistillResult, distill, heldout_agreement
+from fdk.evaluate import agreement, batch_metrics, evaluate, teacher_predictions
+from fdk.jobs import resume
+from fdk.methods import METHODS, SynthConfig, make_synthesizer
+from fdk.models import EMBEDDED_TEACHER, MODELS, create_model, load_model
+from fdk.presets import PRESETS, DistillConfig, get_preset
+from fdk.run import read_run
+from fdk.train import RECIPES, TeacherConfig, train_teacher
+from fdk.utils import FdkError, resolve_device, seed_everything
+
+__all__ = [
+    "EMBEDDED_TEACHER",
+    "METHODS",
+    "MODELS",
+    "PRESETS",
+    "RECIPES",
+    "DistillConfig",
+    "DistillResult",
+    "FdkError",
+    "ImageTensors",
+    "InputSpec",
+    "SynthConfig",
+    "SyntheticBank",
+    "TeacherConfig",
+    "agreement",
+    "batch_metrics",
+    "create_model",
+    "dataset_spec",
+    "distill",
+    "evaluate",
+    "find_split",
+    "get_preset",
+    "heldout_agreement",
+    "load_model",
+    "load_split",
+    "make_synthesizer",
+    "override",
+    "read_run",
+    "resolve_device",
+    "resume",
+    "seed_everything",
+    "teacher_predictions",
+    "train_teacher",
+]

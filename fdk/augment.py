@@ -1,6 +1,6 @@
 """Batch augmentation on the device, differentiable, with no per-sample Python loop.
 
-Used twice, as upstream does (reference doc §1.1, §1.7): inside synthesis (gradients flow back to the
+Used twice, as upstream does (docs/method.md §2.4, §4.2): inside synthesis (gradients flow back to the
 generator through the crop and flip) and on KD batches drawn from the synthetic-image bank.
 """
 
@@ -24,6 +24,11 @@ def random_crop(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
 def random_hflip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
     flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p
     return torch.where(flip, x.flip(3), x)
+
+
+def random_hflip_batch(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
+    """One coin for the whole batch: all images flipped or none (upstream DeepInversion's jitter_and_flip)."""
+    return x.flip(3) if torch.rand(()) < p else x
 
 
 def random_roll(x: torch.Tensor, max_shift: int) -> torch.Tensor:
@@ -55,5 +60,5 @@ def to_unit(images_uint8: torch.Tensor) -> torch.Tensor:
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float -> uint8 by floor, exactly as upstream's PNG writer did (reference doc §1.7)."""
+    """[0, 1] float -> uint8 by floor, exactly as upstream's PNG writer did (docs/method.md §4.2)."""
     return (x.detach().clamp(0, 1) * 255).to(torch.uint8)

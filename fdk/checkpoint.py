@@ -1,10 +1,10 @@
-"""Checkpoint I/O: teacher weights from upstream `.pth` files or safetensors, atomic saves.
+"""File I/O for weights and checkpoints: atomic writes, `weights_only=True` loading, safetensors metadata.
 
-Everything loads with `torch.load(weights_only=True)`: upstream checkpoints are plain dicts of
-tensors (`{'state_dict': ..., 'best_acc1': ...}`), and a wrong file gets an error that names the
-missing, unexpected and mis-shaped keys and, when it can tell, the architecture the file fits.
+Nothing here knows about models: `fdk.models.load_model` builds the network and checks the fit.
+Every failure is an `FdkError` that names the file, what is wrong and what to do.
 """
 
+import hashlib
 import json
 import os
 import tempfile
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from fdk.utils import FdkError
@@ -49,23 +50,32 @@ def atomic_save(obj, path) -> None:
 def load_checkpoint(path) -> dict:
     """torch.load with weights_only=True (numpy scalars allowed), on the CPU."""
     path = Path(path)
-    if not path.exists():
-        raise FdkError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise FdkError(f"file {path} does not exist; check the path")
     with torch.serialization.safe_globals(_NUMPY_SAFE):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
+            text = str(error)
+            if "WeightsUnpickler error:" in text:  # torch's own advice around it does not apply here
+                text = text.split("WeightsUnpickler error:", 1)[1]
+            first = " ".join(text.split(". Please use")[0].split()) or type(error).__name__
+            if "Unsupported global" in str(error):  # a readable pickle, but of arbitrary objects
+                raise FdkError(
+                    f"{path} holds pickled Python objects that weights_only=True refuses ({first}); "
+                    "re-save it as a plain dict of tensors, or as .safetensors"
+                ) from None
             raise FdkError(
-                f"cannot load {path} with weights_only=True ({str(error).splitlines()[0]}); "
-                f"re-save it as a plain dict of tensors or as .safetensors"
-            ) from error
+                f"{path} is not a readable PyTorch file, probably truncated or corrupt ({first}); "
+                "copy or download it again"
+            ) from None
 
 
-def save_weights(model: torch.nn.Module, path, **metadata) -> None:
-    """Model weights as safetensors (atomic), with metadata such as arch, num_classes, dataset, top1."""
-    state = {k: v.detach().contiguous().cpu() for k, v in strip_prefixes(model.state_dict()).items()}
+def save_weights(state: dict[str, torch.Tensor], path, **metadata) -> None:
+    """A state dict as safetensors (atomic), with JSON metadata such as arch, num_classes, mean, std."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in strip_prefixes(state).items()}
     text = {k: json.dumps(v) for k, v in metadata.items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=text))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=text))
 
 
 def read_metadata(path) -> dict:
@@ -73,8 +83,11 @@ def read_metadata(path) -> dict:
     path = Path(path)
     if path.suffix != ".safetensors":
         return {}
-    with safe_open(path, "pt") as f:
-        raw = f.metadata() or {}
+    try:
+        with safe_open(path, "pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise _corrupt_safetensors(path, error) from None
     out = {}
     for k, v in raw.items():
         try:
@@ -97,90 +110,34 @@ def strip_prefixes(state: dict) -> dict:
 def load_state_dict_file(path) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors, or from .pth/.pt as a bare state dict or under 'state_dict'/'model'."""
     path = Path(path)
-    if not path.exists():
-        raise FdkError(f"weights file {path} does not exist")
+    if not path.is_file():
+        raise FdkError(f"weights file {path} does not exist; check the path")
     if path.suffix == ".safetensors":
-        return strip_prefixes(load_file(path))
+        try:
+            return strip_prefixes(load_file(path))
+        except (SafetensorError, OSError) as error:
+            raise _corrupt_safetensors(path, error) from None
     obj = load_checkpoint(path)
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "student"):
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise FdkError(f"{path} holds no state dict: expected a dict of tensors, or one under 'state_dict' or 'model'")
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise FdkError(
+            f"{path} holds no state dict: expected a dict of tensors, or one under 'state_dict' or 'model'; "
+            "save model.state_dict() into it"
+        )
     return strip_prefixes(obj)
 
 
-def load_weights(model: torch.nn.Module, state: dict, name: str = "model") -> torch.nn.Module:
-    """Strict load with a readable error: missing/unexpected keys, shape mismatches, a likely fix."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        lines = [f"weights do not fit {name}:"]
-        for label, keys in (("missing", missing), ("unexpected", unexpected)):
-            if keys:
-                lines.append(f"  {label} {len(keys)} keys in modules: {_shortlist(_modules(keys))}")
-        if mismatched:
-            lines.append(f"  shape mismatch ({len(mismatched)}): {_shortlist(mismatched, 3)}")
-        hint = guess_architecture(state)
-        if hint:
-            lines.append(f"  the file looks like {hint}")
-        raise FdkError("\n".join(lines))
-    model.load_state_dict(state)
-    return model
+def _corrupt_safetensors(path: Path, error: Exception) -> FdkError:
+    return FdkError(f"{path} is not a readable safetensors file, probably truncated or corrupt ({error}); copy it again")
 
 
-def _modules(keys: list[str]) -> list[str]:
-    """'a.b.weight', 'a.b.bias' -> ['a.b']: one name per module, in order."""
-    return list(dict.fromkeys(k.rsplit(".", 1)[0] for k in keys))
-
-
-def _shortlist(items: list[str], n: int = 6) -> str:
-    more = f" (+{len(items) - n} more)" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
-
-
-def guess_architecture(state: dict) -> str | None:
-    """Which zoo model(s) and num_classes a state dict fits exactly, as text, or None."""
-    from fdk.models import CIFAR_MODELS
-
-    num_classes = _num_classes(state)
-    if num_classes is None:
-        return None
-    fits = []
-    for arch, build in CIFAR_MODELS.items():
-        expected = build(num_classes=num_classes).state_dict()
-        if expected.keys() == state.keys() and all(expected[k].shape == state[k].shape for k in state):
-            fits.append(arch)
-    if fits:
-        return f"{' or '.join(fits)} with num_classes={num_classes}"
-    return f"a model with num_classes={num_classes}"
-
-
-def _num_classes(state: dict) -> int | None:
-    for head in ("linear.bias", "fc.bias", "classifier.bias", "classifier.1.bias"):
-        if head in state and state[head].ndim == 1:
-            return int(state[head].shape[0])
-    return None
-
-
-def load_model(path, arch: str | None = None, num_classes: int | None = None) -> torch.nn.Module:
-    """Build a zoo model and load weights into it; arch/num_classes default to the file's metadata."""
-    from fdk.models import create_model
-
-    state = load_state_dict_file(path)
-    meta = read_metadata(path)
-    arch = arch or meta.get("arch")
-    if arch is None:
-        hint = guess_architecture(state)
-        raise FdkError(f"{path} does not record its architecture; pass --arch (it looks like {hint})")
-    num_classes = num_classes or meta.get("num_classes") or _num_classes(state) or 10
-    model = create_model(arch, num_classes)
-    return load_weights(model, state, name=f"{arch} (num_classes={num_classes})")
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

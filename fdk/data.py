@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from fdk.augment import crop_flip, normalize, to_unit
+from fdk.checkpoint import atomic_save
 from fdk.utils import ROOT, FdkError
 
 DATA_STATS = Path(os.environ.get("FDK_DATA_STATS", ROOT / "data_stats"))
@@ -30,24 +31,67 @@ TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-
 
 
 @dataclass(frozen=True)
-class DatasetInfo:
-    """Per-dataset facts kept in `data_stats/<name>.json`."""
+class InputSpec:
+    """What a classifier expects as input and gives as output: its input contract.
 
-    name: str
+    A dataset defines one (`data_stats/<name>.json`, `dataset_spec(name)`); a teacher carries its own in
+    its safetensors metadata, or the caller passes one, so a teacher trained with other normalisation
+    constants is inverted in its own input space (docs/method.md §9).
+    """
+
+    name: str  # the dataset (or a label for a custom teacher)
     num_classes: int
-    image_size: int
-    mean: tuple[float, ...]
+    image_size: int  # square images, side in pixels
+    mean: tuple[float, ...]  # per-channel normalisation applied after augmentation, in [0, 1] pixel units
     std: tuple[float, ...]
-    classes: tuple[str, ...]
+    classes: tuple[str, ...] = ()  # class names; empty means "0", "1", ...
+
+    def __post_init__(self):
+        if len(self.mean) != len(self.std) or not all(s > 0 for s in self.std):
+            raise FdkError(f"input spec {self.name!r}: mean {self.mean} and std {self.std} need one positive std per mean")
+        if self.classes and len(self.classes) != self.num_classes:
+            raise FdkError(
+                f"input spec {self.name!r}: {len(self.classes)} class names for {self.num_classes} classes; "
+                "give one name per class or none"
+            )
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.classes or tuple(str(i) for i in range(self.num_classes))
+
+    def to_metadata(self) -> dict:
+        """The fields as plain JSON values, for safetensors metadata (`fdk.models.load_model` reads them back)."""
+        return {"dataset": self.name, "num_classes": self.num_classes, "image_size": self.image_size,
+                "mean": list(self.mean), "std": list(self.std), "classes": list(self.classes)}  # fmt: skip
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> "InputSpec | None":
+        """The spec stored by `to_metadata`; older files with only a dataset name get that dataset's spec."""
+        if {"mean", "std", "image_size", "num_classes"} <= meta.keys():
+            return cls(
+                name=meta.get("dataset", "custom"),
+                num_classes=int(meta["num_classes"]),
+                image_size=int(meta["image_size"]),
+                mean=tuple(meta["mean"]),
+                std=tuple(meta["std"]),
+                classes=tuple(meta.get("classes") or ()),
+            )
+        if "dataset" in meta:
+            return dataset_spec(meta["dataset"])
+        return None
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def known_datasets() -> list[str]:
+    return sorted(p.stem for p in DATA_STATS.glob("*.json") if "_" not in p.stem)
+
+
+def dataset_spec(name: str) -> InputSpec:
+    """The input contract of a dataset, from `data_stats/<name>.json`."""
     path = DATA_STATS / f"{name}.json"
     if not path.exists():
-        known = sorted(p.stem for p in DATA_STATS.glob("*.json") if "_" not in p.stem)
-        raise FdkError(f"unknown dataset {name!r}: no {path}; known datasets: {', '.join(known)}")
+        raise FdkError(f"unknown dataset {name!r}: no {path}; known datasets: {', '.join(known_datasets())}")
     raw = json.loads(path.read_text())
-    return DatasetInfo(
+    return InputSpec(
         name=raw["name"],
         num_classes=raw["num_classes"],
         image_size=raw["image_size"],
@@ -75,12 +119,25 @@ class ImageTensors:
 def expected_layout(root, dataset: str, split: str) -> str:
     torchvision_folder = TORCHVISION_FOLDERS.get(dataset, "<torchvision files>")
     return (
-        f"expected one of:\n"
-        f"  {root}/{split}/<class>/<image>.png            (class folders, e.g. {split}/airplane/0001.png)\n"
-        f"  {root}/{dataset}/{split}/<class>/<image>.png\n"
-        f"  {root}/{torchvision_folder}/                    (torchvision files; pass download=True / --download to fetch)\n"
-        f"  {root}/{split}-part-00.safetensors, ...       (a packed split: fdk.data.pack_split)"
+        f"expected class folders {root}/{split}/<class>/<image>.png or {root}/{dataset}/{split}/<class>/<image>.png, "
+        f"torchvision's {root}/{torchvision_folder}/ (--download fetches it), "
+        f"or a packed split {root}/{split}-part-00.safetensors (fdk.data.pack_split)"
     )
+
+
+def _locate(root: Path, dataset: str, split: str, download: bool):
+    """Where a split lives under root: ('packed', parts) / ('folders', folder) / ('torchvision', base) / None."""
+    for base in (root, root / dataset):
+        if parts := sorted(base.glob(f"{split}-part-*.safetensors")):
+            return "packed", parts
+    for folder in (root / split, root / dataset / split):
+        if folder.is_dir():
+            return "folders", folder
+    if dataset in TORCHVISION_FOLDERS:
+        for base in (root, root / dataset):
+            if (base / TORCHVISION_FOLDERS[dataset]).is_dir() or (download and base == root):
+                return "torchvision", base
+    return None
 
 
 def load_split(
@@ -88,22 +145,23 @@ def load_split(
 ) -> ImageTensors:
     """Decode a split of `dataset` under `root` into uint8 tensors (cached after the first call)."""
     root = Path(root).expanduser()
-    info = dataset_info(dataset)
-    for base in (root, root / dataset):
-        if parts := sorted(base.glob(f"{split}-part-*.safetensors")):
-            data = load_packed(parts)
-            _check_classes(data, info, base)
-            return data
-    for folder in (root / split, root / dataset / split):
-        if folder.is_dir():
-            data = _load_class_folders(folder, cache)
-            _check_classes(data, info, folder)
-            return data
-    if dataset in TORCHVISION_FOLDERS:
-        for base in (root, root / dataset):
-            if (base / TORCHVISION_FOLDERS[dataset]).is_dir() or (download and base == root):
-                return _load_torchvision_cifar(base, dataset, split, download)
-    raise FdkError(f"no {dataset} {split} split found under {root}; " + expected_layout(root, dataset, split))
+    info = dataset_spec(dataset)
+    found = _locate(root, dataset, split, download)
+    if found is None:
+        raise FdkError(f"no {dataset} {split} split found under {root}; " + expected_layout(root, dataset, split))
+    kind, where = found
+    if kind == "torchvision":
+        return _load_torchvision_cifar(where, dataset, split, download)
+    data = load_packed(where) if kind == "packed" else _load_class_folders(where, cache)
+    _check_classes(data, info, where[0].parent if kind == "packed" else where)
+    return data
+
+
+def find_split(root, dataset: str = "cifar10", split: str = "test") -> ImageTensors | None:
+    """The split when `root` holds it, else None (for optional evaluation data); root None or "": None."""
+    if not root or _locate(Path(root).expanduser(), dataset, split, download=False) is None:
+        return None
+    return load_split(root, dataset, split)
 
 
 def pack_split(data: ImageTensors, out_dir, split: str, part_mib: float = 40) -> list[Path]:
@@ -145,7 +203,7 @@ def load_packed(parts: list[Path]) -> ImageTensors:
     return data
 
 
-def _check_classes(data: ImageTensors, info: DatasetInfo, folder: Path) -> None:
+def _check_classes(data: ImageTensors, info: InputSpec, folder: Path) -> None:
     if data.classes != info.classes:
         missing = sorted(set(info.classes) - set(data.classes))
         extra = sorted(set(data.classes) - set(info.classes))
@@ -191,8 +249,6 @@ def _load_class_folders(folder: Path, cache: bool) -> ImageTensors:
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
     data = ImageTensors(images, torch.tensor(labels, dtype=torch.int64), tuple(classes))
     if cache:
-        from fdk.checkpoint import atomic_save
-
         atomic_save({"images": data.images, "labels": data.labels, "classes": list(classes)}, cache_file)
     return data
 

@@ -1,15 +1,16 @@
-"""Top-1/top-5 accuracy of a classifier on a decoded split."""
+"""Measurements of models and synthetic batches: accuracy on a real split, agreement, batch metrics."""
 
 import torch
 import torch.nn.functional as F
 
 from fdk.augment import normalize, to_unit
 from fdk.data import ImageTensors, batches
+from fdk.hooks import bn_statistics_loss
 from fdk.utils import autocast
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: ImageTensors, mean, std, batch_size: int = 500, amp: str = "auto") -> dict:
+def evaluate(model: torch.nn.Module, data: ImageTensors, mean, std, batch_size: int = 500, amp: str = "off") -> dict:
     """{'top1', 'top5' (percent), 'loss' (mean CE)} of `model` on `data` (on the model's device)."""
     device = next(model.parameters()).device
     data = data.to(device)
@@ -43,9 +44,36 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500)
     return out
 
 
+def normalized(images: torch.Tensor, model: torch.nn.Module, mean, std) -> torch.Tensor:
+    """uint8 images -> normalised floats on the model's device."""
+    return normalize(to_unit(images.to(next(model.parameters()).device)), mean, std)
+
+
 @torch.no_grad()
 def agreement(student: torch.nn.Module, teacher: torch.nn.Module, images: torch.Tensor, mean, std) -> float:
     """Top-1 agreement (%) of student and teacher on uint8 images (e.g. held-out synthetic ones)."""
-    x = normalize(to_unit(images), mean, std)
+    x = normalized(images, teacher, mean, std)
     same = predict(student, x).argmax(1) == predict(teacher, x).argmax(1)
     return 100.0 * same.float().mean().item()
+
+
+@torch.no_grad()
+def teacher_predictions(teacher, images: torch.Tensor, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted class, confidence) of the teacher for uint8 images, on the CPU."""
+    probs = predict(teacher, normalized(images, teacher, mean, std)).float().softmax(1)
+    confidence, predicted = probs.max(1)
+    return predicted.cpu(), confidence.cpu()
+
+
+def batch_metrics(teacher, images: torch.Tensor, targets: torch.Tensor, mean, std, student=None) -> dict:
+    """What a synthetic batch is like, seen by the teacher (and the student): the plain BN loss, how often
+    the teacher sees the sampled class, its mean confidence, and the student's agreement with it."""
+    predicted, confidence = teacher_predictions(teacher, images, mean, std)
+    row = {
+        "loss_bn": bn_statistics_loss(teacher, normalized(images, teacher, mean, std)),
+        "teacher hits target class %": 100 * (predicted == targets.cpu()).float().mean().item(),
+        "mean teacher confidence %": 100 * confidence.mean().item(),
+    }
+    if student is not None:
+        row["student agrees with teacher %"] = agreement(student, teacher, images, mean, std)
+    return row

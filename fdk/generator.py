@@ -1,9 +1,9 @@
-"""Generators of the synthesizers (reference doc §1.2) and the `reset_l0` trick (§1.6).
+"""Generators of the synthesizers (docs/method.md §3.1) and the `reset_l0` trick (§3.5).
 
 `Generator` is the upstream 32x32 generator (2,328,899 parameters at nz=256, ngf=64); `img_size`
 sets the starting resolution (img_size // 4), so 128x128 for segmentation needs no new class.
 `DeepGenerator` is the 224x224 ImageNet generator from a spatial latent, without upstream's unused
-`l1` Linear (which broke the FOMAML path there, §1.2).
+`l1` Linear (which broke the FOMAML path there, §3.1).
 """
 
 import torch
@@ -39,7 +39,7 @@ class Generator(nn.Module):
 
 
 class DeepGenerator(nn.Module):
-    """224x224 from a (nz, img_size/16, img_size/16) latent: four x2 upsamplings (§1.2)."""
+    """224x224 from a (nz, img_size/16, img_size/16) latent: four x2 upsamplings (§3.1)."""
 
     def __init__(self, nz: int = 256, ngf: int = 64, img_size: int = 224, nc: int = 3):
         super().__init__()
@@ -74,7 +74,7 @@ class DeepGenerator(nn.Module):
 
 @torch.no_grad()
 def reset_l0(generator: nn.Module) -> None:
-    """Re-initialise `l1.0` and `conv_blocks.0` with N(0, 0.02) weights and zero biases (§1.6).
+    """Re-initialise `l1.0` and `conv_blocks.0` with N(0, 0.02) weights and zero biases (§3.5).
 
     In the 32x32 generator `conv_blocks.0` is the first BatchNorm, so its γ becomes N(0, 0.02), not 1
     (upstream's post-fix behaviour, kept for fidelity); the following BNs renormalise the signal.

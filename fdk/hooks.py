@@ -1,4 +1,4 @@
-"""The BN-statistics loss of DeepInversion, with FastDFKD's momentum mix `bn_mmt` (reference doc §1.1, §1.3).
+"""The BN-statistics loss of DeepInversion, with FastDFKD's momentum mix `bn_mmt` (docs/method.md §2.1, §3.3).
 
 For every BatchNorm l of the teacher, the statistics of its *input* over (N, H, W) are compared with
 the layer's running statistics:
@@ -10,7 +10,7 @@ batch statistics are mixed before the comparison: μ -> (1−λ)μ + λ m_ema (s
 has to correct what the batches before it got wrong, and gradients reach it scaled by (1−λ).
 The EMA is updated once per synthesis call from the *last* forward's statistics and never reset.
 
-Hooks exist only inside `with bn_loss.attached():`; upstream left them on during KD (§7 #14).
+Hooks exist only inside `with bn_loss.attached():`; upstream left them on during KD (docs/method.md §7).
 """
 
 from contextlib import contextmanager
@@ -73,7 +73,7 @@ class BNStatisticsLoss:
 
     @torch.no_grad()
     def update_momentum(self) -> None:
-        """EMA update from the last forward's batch statistics; once per synthesis call (§1.3)."""
+        """EMA update from the last forward's batch statistics; once per synthesis call (docs/method.md §3.3)."""
         for i, stats in enumerate(self._last_stats):
             if stats is None:
                 continue
@@ -99,9 +99,33 @@ class BNStatisticsLoss:
 
 
 @torch.no_grad()
-def bn_statistics_loss(teacher: nn.Module, x: torch.Tensor) -> float:
-    """The plain BN-statistics loss (no momentum) of one teacher forward on normalised images x."""
+def bn_layer_losses(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(L,) the plain per-layer BN-statistics loss (no momentum) of one eval forward on normalised x."""
     probe = BNStatisticsLoss(teacher, momentum=0.0)
     with probe.attached():
         teacher.eval()(x)
-        return probe.loss().item()
+        return probe.layer_losses()
+
+
+def bn_statistics_loss(teacher: nn.Module, x: torch.Tensor) -> float:
+    """The plain BN-statistics loss (no momentum) of one teacher forward on normalised images x."""
+    return bn_layer_losses(teacher, x).sum().item()
+
+
+@torch.no_grad()
+def bn_input_statistics(teacher: nn.Module, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(mean, variance)] of every BN layer's input for normalised images x, on the CPU."""
+    probe = BNStatisticsLoss(teacher, momentum=0.0)
+    with probe.attached():
+        teacher.eval()(x)
+    return [(m.cpu(), v.cpu()) for m, v in probe.last_statistics()]
+
+
+def running_statistics(teacher: nn.Module) -> list[dict]:
+    """One row per (BN layer, channel): the running mean and variance the teacher stored (§2.1)."""
+    layers = BNStatisticsLoss(teacher).layers
+    return [
+        {"layer": i, "channel": c, "running mean": float(m), "running variance": float(v)}
+        for i, layer in enumerate(layers)
+        for c, (m, v) in enumerate(zip(layer.running_mean.tolist(), layer.running_var.tolist()))
+    ]

@@ -1,4 +1,4 @@
-"""Losses of data-free distillation (reference doc §1.1, §1.8).
+"""Losses of data-free distillation (docs/method.md §2, §4.3).
 
 All of them treat dim 1 as the class dimension, so dense outputs (B, C, H, W) work unchanged:
 per-pixel terms are averaged over B·H·W exactly as per-sample terms are averaged over B.
@@ -29,7 +29,20 @@ def adversarial_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor)
     """loss_adv: −KL(T || S) (T = 1) on samples where student and teacher agree on the top-1 class.
 
     Minimising it pushes the generator towards samples the student gets wrong ("decision adversarial"
-    distillation from CMI). Disagreeing samples count as 0 and the mean is over the FULL batch (§1.1).
+    distillation from CMI). Disagreeing samples count as 0 and the mean is over the FULL batch (docs/method.md §2.3).
     """
     agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()
     return -(kl_divergence(student_logits, teacher_logits) * agree).mean()
+
+
+def js_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 3.0) -> torch.Tensor:
+    """Jensen-Shannon divergence between student and teacher at temperature T, batch mean, as upstream's
+    DeepInversion baseline computes it (probabilities clipped to [0.01, 0.99]; docs/method.md §2.3)."""
+    p = F.softmax(student_logits / T, dim=1)
+    q = F.softmax(teacher_logits / T, dim=1)
+    m = (0.5 * (p + q)).clamp(0.01, 0.99)
+    p, q = p.clamp(0.01, 0.99), q.clamp(0.01, 0.99)
+    # F.kl_div(log a, b) = Σ b (log b − log a), summed over classes, mean over the batch
+    kl_pm = (m * (m.log() - p.log())).sum(1).mean()
+    kl_qm = (m * (m.log() - q.log())).sum(1).mean()
+    return 0.5 * kl_pm + 0.5 * kl_qm

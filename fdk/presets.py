@@ -1,8 +1,8 @@
 """The run configuration of data-free distillation and the named presets of the paper's CIFAR table.
 
-Every line of Table 1 (reference doc §3.1) is a preset `"{dataset}/{teacher}-{student}/{method}"`,
-e.g. `PRESETS["cifar10/wrn40_2-wrn16_2/fast5"]`, with the upstream hyperparameters (§2.1, §2.2).
-`smoke/...` presets are the same runs shrunk to minutes on a CPU, for tests, demos and notebooks.
+Every line of Table 1 (docs/method.md §5) is a preset `"{dataset}/{teacher}-{student}/{method}"`,
+e.g. `PRESETS["cifar10/wrn40_2-wrn16_2/fast5"]`, with the upstream hyperparameters. `smoke/...` presets
+are the same runs shrunk to minutes on a CPU, for tests, demos and notebooks.
 Variants: `dataclasses.replace(PRESETS[name], kd_steps=100)` or `fdk distill --set kd_steps=100`.
 """
 
@@ -10,41 +10,32 @@ import dataclasses
 from dataclasses import dataclass
 
 from fdk.config import option
+from fdk.methods.base import SynthConfig
+from fdk.models import check_architecture
 from fdk.utils import FdkError
-
-METHODS = ("fast_meta", "fast", "no_reuse", "deepinversion")
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(SynthConfig):
+    """A whole run: the synthesis fields (SynthConfig, what the synthesizer gets) plus these.
+
+    Units (docs/method.md §4.1): the schedule counts epochs; an epoch is ep_steps // kd_steps synthesis
+    calls, each followed by kd_steps KD iterations once the warm-up epochs are over.
+    """
+
     # what is distilled
     dataset: str = option("cifar10", "dataset whose statistics the teacher learned (data_stats/<name>.json)")
     teacher: str = option("wrn40_2", "teacher architecture (zoo name)")
     student: str = option("wrn16_1", "student architecture (zoo name)")
-    method: str = option("fast_meta", f"synthesizer: {', '.join(METHODS)}")
-    # schedule (reference doc §1.9)
-    epochs: int = option(220, "epochs; each = synthesis call(s) + kd_steps KD iterations")
-    warmup: int = option(20, "first epochs synthesise only (no KD); the adversarial term starts one epoch earlier")
+    # schedule, in epochs (§4.1)
+    epochs: int = option(220, "epochs; each = ep_steps // kd_steps synthesis calls, each followed by kd_steps KD steps")
+    warmup: int = option(20, "epochs that synthesise only (no KD)")
+    adv_start: int | None = option(
+        None, "epoch from which the adversarial term is on; None: warmup - 1 (upstream: one epoch before KD)"
+    )
     ep_steps: int = option(400, "KD iterations per epoch; synthesis calls per epoch = ep_steps // kd_steps")
     kd_steps: int = option(400, "KD iterations after each synthesis call")
-    # synthesis (§1.1-1.4)
-    synth_batch_size: int = option(256, "images per synthesis call (upstream --batch_size)")
-    synth_steps: int = option(10, "inner steps k per synthesis call (the paper's Fast-k; 2000 for DeepInv-2k)")
-    lr_gen: float = option(2e-3, "inner Adam lr of the generator (of the pixels for deepinversion)")
-    lr_z: float = option(0.01, "inner Adam lr of the latent z")
-    meta: str = option("maml", "meta step: maml (sum of inner gradients, upstream is_maml=1) or reptile")
-    reptile_scale: float = option(67.0, "Reptile meta-gradient scale, theta.grad = scale * (theta - theta_k)")
-    w_bn: float = option(10.0, "weight of loss_bn, the BN-statistics loss")
-    w_oh: float = option(0.4, "weight of loss_oh, the one-hot CE to sampled classes")
-    w_adv: float = option(1.1, "weight of loss_adv, the masked adversarial KL")
-    bn_mmt: float = option(0.9, "BN-statistics momentum lambda (0 = plain DeepInversion)")
-    reset_l0: bool = option(True, "re-initialise the generator's first layers once (§1.6)")
-    reset_l0_at: int = option(
-        120, "synthesis calls after warmup at which reset_l0 fires (upstream: ep == 120 + warmup)"
-    )
-    nz: int = option(256, "latent size")
-    ngf: int = option(64, "generator width")
-    # knowledge distillation (§1.8)
+    # knowledge distillation (§4.3)
     kd_batch_size: int = option(256, "KD batch size, drawn from the synthetic-image bank")
     lr: float = option(0.2, "student SGD learning rate")
     momentum: float = option(0.9, "student SGD momentum")
@@ -55,21 +46,32 @@ class DistillConfig:
     bank_capacity: int | None = option(None, "keep at most this many synthetic images (None: unbounded, upstream)")
     # engineering
     seed: int = option(0, "random seed")
-    amp: str = option("auto", "mixed precision: auto (bf16 on GPU, off on CPU), bf16, off")
-    channels_last: bool = option(True, "channels_last memory format for teacher, student and generator")
     compile: bool = option(False, "torch.compile the KD forward passes (minutes of compile time; GPU runs)")
     eval_every: int = option(1, "evaluate on the real test split every n epochs (and after the last)")
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise FdkError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.meta not in ("maml", "reptile"):
-            raise FdkError(f"meta must be 'maml' or 'reptile', got {self.meta!r}")
+        super().__post_init__()
+        check_architecture("teacher", self.teacher)
+        check_architecture("student", self.student)
         if self.ep_steps < self.kd_steps or self.kd_steps < 1:
             raise FdkError(f"need 1 <= kd_steps <= ep_steps, got kd_steps={self.kd_steps}, ep_steps={self.ep_steps}")
+        for name in ("epochs", "kd_batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise FdkError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise FdkError(f"warmup must be >= 0 epochs, got {self.warmup}")
+
+    @property
+    def calls_per_epoch(self) -> int:
+        return self.ep_steps // self.kd_steps
+
+    @property
+    def adversarial_from(self) -> int:
+        """The first epoch with the adversarial term (upstream's off-by-one: one epoch before KD)."""
+        return self.warmup - 1 if self.adv_start is None else self.adv_start
 
 
-# (w_adv, w_oh) per teacher/student pair; the rest is common (scripts/fast_cifar.sh, §2.1)
+# (w_adv, w_oh) per teacher/student pair; the rest is common (scripts/fast_cifar.sh, §5)
 PAIRS = {
     ("resnet34", "resnet18"): (1.33, 0.5),
     ("vgg11", "resnet18"): (1.0, 0.5),
@@ -80,28 +82,34 @@ PAIRS = {
 # Not a paper line: the embedded CIFAR-10 teacher (weights/) with the WRN-16-1 student and the
 # wrn40_2 -> wrn16_1 weights; the notebooks' full-size runs use it.
 EMBEDDED_PAIR = ("resnet20", "wrn16_1")
-# k -> (lr_gen, lr_z); the meta lr is lr_gen * k (§2.1)
+# k -> (lr_gen, lr_z); the meta lr is lr_gen * k (§5)
 FAST_K = {2: (5e-3, 0.015), 5: (3e-3, 0.01), 10: (2e-3, 0.01)}
+# upstream resets at `ep == 120 + warmup`, ep counting synthesis calls from 1 (§3.5)
+RESET_L0_AFTER_WARMUP = 120
 
 
 def fast_preset(dataset: str, teacher: str, student: str, k: int) -> DistillConfig:
     w_adv, w_oh = {**PAIRS, EMBEDDED_PAIR: PAIRS[("wrn40_2", "wrn16_1")]}[(teacher, student)]
     lr_gen, lr_z = FAST_K[k]
+    warmup = 20
     return DistillConfig(
         dataset=dataset,
         teacher=teacher,
         student=student,
+        warmup=warmup,
         synth_steps=k,
         lr_gen=lr_gen,
         lr_z=lr_z,
         w_adv=w_adv,
         w_oh=w_oh,
+        reset_l0_call=RESET_L0_AFTER_WARMUP + warmup,
     )
 
 
 def deepinversion_preset(dataset: str, teacher: str, student: str) -> DistillConfig:
-    """DeepInv-2k (scripts/deepinv_cifar.sh, §2.2): 2000 Adam steps on pixels per batch, lr 0.1,
-    bn 10, oh 1, adv 1, student lr 0.1, 200 KD epochs. No warm-up epochs and no BN momentum."""
+    """DeepInv-2k (scripts/deepinv_cifar.sh, §5): Adam on pixels, lr 0.1, bn 10, oh 1, adv 1, student lr
+    0.1, 200 KD epochs, no warm-up and no BN momentum. 2,000 steps per batch is the paper's label
+    ("DeepInv-2k"); upstream's script runs 1,000 (`--g_steps 1000`): `--set synth_steps=1000` for that."""
     return DistillConfig(
         dataset=dataset,
         teacher=teacher,
@@ -121,7 +129,7 @@ def deepinversion_preset(dataset: str, teacher: str, student: str) -> DistillCon
 
 
 def smoke(cfg: DistillConfig, **changes) -> DistillConfig:
-    """The same run shrunk to minutes on a 2-core CPU (about 3.5 minutes for Fast-5).
+    """The same run shrunk to a few minutes on a 2-core CPU.
 
     Sized by measurement (notes in benchmarks/README.md): more synthesis calls help a short run more than
     more KD steps per call, and k=5 learns far more than k=2 at this scale.
@@ -136,7 +144,7 @@ def smoke(cfg: DistillConfig, **changes) -> DistillConfig:
         synth_steps=min(cfg.synth_steps, 5),
         ngf=32,
         cosine_t_max=28,
-        reset_l0_at=3,  # call 5; measured (seed 0): 44.8% real top-1 vs 36.2% without reset, 36.8% at call 22
+        reset_l0_call=5,  # measured (seed 0): 44.8% real top-1 vs 36.2% without reset, 36.8% at call 22
         eval_every=5,
     )
     return dataclasses.replace(cfg, **{**small, **changes})
@@ -157,8 +165,8 @@ def _build() -> dict[str, DistillConfig]:
     # Smoke runs: the embedded pair, shrunk.
     fast = fast_preset("cifar10", teacher, student, 5)
     presets["smoke/fast_meta"] = smoke(fast)
-    presets["smoke/fast"] = smoke(fast, method="fast")
-    presets["smoke/no_reuse"] = smoke(fast, method="no_reuse")
+    presets["smoke/fast"] = smoke(fast, method="fast", reset_l0=False)
+    presets["smoke/no_reuse"] = smoke(fast, method="no_reuse", reset_l0=False)
     # DeepInversion needs many steps per batch, which is the point: 30 here (2000 in the paper), 10 epochs.
     presets["smoke/deepinversion"] = smoke(
         deepinversion_preset("cifar10", teacher, student),

@@ -11,7 +11,6 @@ SHA-256. Later, without the dataset, a synthetic batch can be scored:
   predicted-class histogram relative to uniform (1.0 = perfectly balanced).
 """
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,18 +18,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from fdk.augment import normalize, to_unit
-from fdk.checkpoint import atomic_write
-from fdk.data import DATA_STATS, ImageTensors, batches, dataset_info
-from fdk.utils import FdkError
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from fdk.checkpoint import atomic_write, file_sha256, read_metadata
+from fdk.data import DATA_STATS, ImageTensors, batches, dataset_spec, load_split
+from fdk.evaluate import normalized
+from fdk.models import load_model
+from fdk.utils import FdkError, resolve_device
 
 
 @torch.no_grad()
@@ -125,8 +117,7 @@ def class_coverage(predictions: torch.Tensor, num_classes: int) -> dict:
 @torch.no_grad()
 def score_images(teacher, images: torch.Tensor, stats: dict, mean, std) -> dict:
     """Score uint8 images: Fréchet distance to the real features, class coverage, mean confidence."""
-    device = next(teacher.parameters()).device
-    x = normalize(to_unit(images.to(device)), mean, std)
+    x = normalized(images, teacher, mean, std)
     features, logits = teacher_features(teacher, x)
     features = features.double().cpu()
     if len(features) < 2:
@@ -145,14 +136,10 @@ def score_images(teacher, images: torch.Tensor, stats: dict, mean, std) -> dict:
 
 def compute_and_save(teacher_file, data_root, dataset="cifar10", split="train", arch=None, device="auto"):
     """`fdk stats`: statistics of the teacher's features on a real split, written to data_stats/."""
-    from fdk.checkpoint import load_model, read_metadata
-    from fdk.data import load_split
-    from fdk.utils import resolve_device
-
     device = resolve_device(device)
-    info = dataset_info(dataset)
-    arch = arch or read_metadata(teacher_file).get("arch")
+    info = dataset_spec(dataset)
     teacher = load_model(teacher_file, arch, info.num_classes).to(device)
+    arch = arch or read_metadata(teacher_file)["arch"]  # load_model needs one of the two
     data = load_split(data_root, dataset, split)
     stats = feature_statistics(teacher, data, info.mean, info.std, info.num_classes)
     path = stats_path(dataset, arch)

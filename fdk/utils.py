@@ -1,9 +1,7 @@
-"""Small runtime helpers shared by every part of fdk: devices, precision, seeding, RNG state, logs."""
+"""Small runtime helpers shared by every part of fdk: errors, devices, precision, timing, seeding, RNG state."""
 
 import contextlib
-import json
 import random
-import subprocess
 import time
 from pathlib import Path
 
@@ -11,10 +9,11 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository (fdk is installed editable)
+AMP_MODES = ("off", "bf16", "auto")
 
 
 class FdkError(Exception):
-    """A problem with the user's input; the CLI prints it as one line and exits non-zero."""
+    """A problem with the user's input: the CLI prints it as one line and exits with status 2."""
 
 
 def resolve_device(preference: str | torch.device = "auto") -> torch.device:
@@ -25,21 +24,22 @@ def resolve_device(preference: str | torch.device = "auto") -> torch.device:
         if torch.accelerator.is_available():
             return torch.accelerator.current_accelerator()
         return torch.device("cpu")
-    device = torch.device(preference)
+    try:
+        device = torch.device(preference)
+    except RuntimeError:
+        raise FdkError(f"unknown device {preference!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FdkError(f"device {preference!r} asked for, but CUDA is not available here; use --device cpu")
     return device
 
 
-def autocast(device: torch.device, amp: str = "auto"):
-    """bf16 autocast on accelerators ('auto'/'bf16'), nothing on CPU or with 'off'.
-
-    bf16 needs no loss scaling; BN-statistics losses cast their inputs to fp32 themselves.
-    """
+def autocast(device: torch.device, amp: str = "off"):
+    """Mixed precision for a block: 'off' (fp32, upstream's precision), 'bf16', or 'auto' (bf16 on an
+    accelerator, fp32 on the CPU). bf16 needs no loss scaling; the BN-statistics hooks compute in fp32."""
+    if amp not in AMP_MODES:
+        raise FdkError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
     if amp == "off" or (amp == "auto" and device.type == "cpu"):
         return contextlib.nullcontext()
-    if amp not in ("auto", "bf16"):
-        raise FdkError(f"amp must be 'auto', 'bf16' or 'off', got {amp!r}")
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
@@ -52,8 +52,8 @@ def synchronize(device: torch.device) -> None:
 class Timer:
     """Accumulates synchronised wall-clock seconds: `with timer: ...` adds the block's duration."""
 
-    def __init__(self, device: torch.device):
-        self.device, self.seconds = device, 0.0
+    def __init__(self, device: torch.device, seconds: float = 0.0):
+        self.device, self.seconds = device, seconds
 
     def __enter__(self):
         synchronize(self.device)
@@ -69,6 +69,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # seeds every device
+
+
+@contextlib.contextmanager
+def rng_restored(seed: int | None = None):
+    """Run a block and put every torch RNG (CPU and all CUDA devices) back as it was; with a seed,
+    the block draws from that seed instead of the current state."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
 
 
 def rng_state() -> dict:
@@ -105,60 +116,3 @@ def _to_tuple(value):
     if isinstance(value, list):
         return tuple(_to_tuple(v) for v in value)
     return value
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-class MetricsLog:
-    """Append-only `metrics.jsonl`: one JSON object per line, flushed at once (safe to tail)."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, **record) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record, default=_json_default) + "\n")
-
-    def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-
-    def truncate_after(self, epoch: int) -> None:
-        """Drop records of epochs after `epoch` (a resumed run rewrites them)."""
-        kept = [r for r in self.read() if r.get("epoch", -1) <= epoch]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        tmp.replace(self.path)
-
-
-def _json_default(value):
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
-def machine_info(device: torch.device) -> dict:
-    import platform
-
-    info = {
-        "device": str(device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info

@@ -1,7 +1,16 @@
-"""Notebook views of what fdk computed: a sample gallery, real-vs-synthetic BN statistics, live curves.
+"""Notebook views of what fdk computed: image grids as static HTML, charts with plotly.
 
-Widgets only display tensors that fdk already produced; their callbacks index cached arrays and never
-train or synthesise. Needs the `notebooks` extra (ipywidgets, plotly >= 6 with anywidget).
+Two display paths and nothing else:
+- images: `images_html` turns uint8 tensors into HTML with PNG data URIs, which papermill, nbconvert
+  and nbval all keep (`show_grids`, the gallery's grid);
+- charts: `chart_bundle(fig)` is plotly's JSON mimetype (JupyterLab's plotly extension draws it) plus a
+  small HTML div for exported pages. plotly.js itself is never written into a notebook: the HTML export
+  (`fdk.notebook.export_html`) adds it once per page. `show`, `ChartOutput` (a chart a widget redraws),
+  `LiveCurves`, the gallery's class counts and the BN-statistics view all go through it.
+
+Widgets only display tensors that fdk already computed (fdk.evaluate, fdk.hooks); their callbacks index
+cached arrays and never train or synthesise. Importing this module changes no global state.
+Needs the `notebooks` extra (ipywidgets, plotly).
 """
 
 import base64
@@ -12,26 +21,25 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 import plotly.io as pio
 import torch
-from IPython.display import display
+from IPython.display import HTML, display
 from PIL import Image
 
-from fdk.augment import normalize, to_unit
+from fdk.evaluate import teacher_predictions
 from fdk.hooks import BNStatisticsLoss
 
-# Jupyter's default renderer (plotly_mimetype) shows nothing in an nbconvert HTML export; adding
-# "notebook" embeds plotly.js once, so executed notebooks exported to HTML keep their charts offline.
-if pio.renderers.default == "plotly_mimetype":
-    pio.renderers.default = "plotly_mimetype+notebook"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+# --- images: static HTML -------------------------------------------------------------------------------------
 
 
 def png_bytes(image: torch.Tensor, scale: int = 1) -> bytes:
-    """(3, H, W) or (N, 3, H, W) uint8 -> PNG bytes (a batch becomes one row-major grid)."""
+    """(3, H, W) or (N, 3, H, W) uint8 -> PNG bytes (a batch becomes one row-major grid of 8 per row)."""
     if image.ndim == 4:
         from torchvision.utils import make_grid
 
         image = make_grid(image.cpu(), nrow=min(8, len(image)), padding=1)
-    array = image.permute(1, 2, 0).cpu().numpy()
-    picture = Image.fromarray(array)
+    picture = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
@@ -39,37 +47,102 @@ def png_bytes(image: torch.Tensor, scale: int = 1) -> bytes:
     return buffer.getvalue()
 
 
-def show_grids(grids: dict, scale: int = 2, nrow: int = 8) -> None:
-    """Image grids side by side with a caption each, as static HTML (kept in exported notebooks)."""
-    from IPython.display import HTML
-
+def images_html(items, scale: int = 2, caption_class: str = "") -> str:
+    """[(caption, uint8 image or batch)] -> one flex row of captioned PNGs, as an HTML string."""
     cells = []
-    for caption, images in grids.items():
-        source = base64.b64encode(png_bytes(images[: nrow * nrow].cpu(), scale)).decode()
+    for caption, image in items:
+        source = base64.b64encode(png_bytes(image, scale)).decode()
         cells.append(
-            f'<figure style="margin:6px;text-align:center"><img src="data:image/png;base64,{source}" '
-            f'style="image-rendering:pixelated"/><figcaption>{html.escape(caption)}</figcaption></figure>'
+            f'<figure style="margin:2px 6px;text-align:center"><img src="data:image/png;base64,{source}" '
+            f'style="image-rendering:pixelated"/><figcaption class="{caption_class}" style="font-size:11px">'
+            f"{html.escape(caption)}</figcaption></figure>"
         )
-    display(HTML(f'<div style="display:flex;flex-wrap:wrap">{"".join(cells)}</div>'))
+    return f'<div style="display:flex;flex-wrap:wrap">{"".join(cells)}</div>'
 
 
-@torch.no_grad()
-def teacher_predictions(teacher, images: torch.Tensor, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
-    """(predicted class, confidence) of the teacher for uint8 images."""
-    device = next(teacher.parameters()).device
-    was_training = teacher.training
-    teacher.eval()
-    probs = teacher(normalize(to_unit(images.to(device)), mean, std)).float().softmax(1)
-    teacher.train(was_training)
-    confidence, predicted = probs.max(1)
-    return predicted.cpu(), confidence.cpu()
+def show_grids(grids: dict, scale: int = 2, max_images: int = 32) -> None:
+    """Named batches side by side, each as a grid of its first `max_images` images."""
+    display(HTML(images_html([(name, images[:max_images].cpu()) for name, images in grids.items()], scale)))
+
+
+# --- charts: plotly --------------------------------------------------------------------------------------------
+
+
+def chart_bundle(figure: go.Figure) -> dict:
+    """The mimebundle of a chart: plotly's JSON for JupyterLab, a div for HTML exports (no plotly.js)."""
+    height = f"{figure.layout.height}px" if figure.layout.height else "450px"
+    return {
+        PLOTLY_MIME: figure.to_plotly_json(),
+        "text/html": pio.to_html(figure, include_plotlyjs=False, full_html=False, default_height=height),
+    }
+
+
+def show(figure: go.Figure, display_id=None):
+    """Display a chart; with display_id=True returns a handle whose .update(chart_bundle(...), raw=True)
+    redraws it in place."""
+    return display(chart_bundle(figure), raw=True, display_id=display_id)
+
+
+class ChartOutput:
+    """A chart inside a widget layout that its owner redraws with `redraw()` after changing `figure`."""
+
+    def __init__(self, figure: go.Figure):
+        self.figure = figure
+        self.widget = widgets.Output()
+        self.redraw()
+
+    def redraw(self) -> None:
+        self.widget.clear_output(wait=True)
+        with self.widget:
+            show(self.figure)
+
+
+class LiveCurves:
+    """Training curves that redraw while a run goes and stay as a static chart in executed notebooks.
+
+    `curves` maps a record field to the curve's name, e.g. {"test_top1": "Fast-5"}. Feed it with
+    `distill(..., on_epoch=curves.update)`: each redraw replaces the same output (a display handle).
+    """
+
+    def __init__(self, curves: dict[str, str], x: str = "epoch", title: str = "", x_title=None, y_title="",
+                 height=320, log_x: bool = False):  # fmt: skip
+        self.x, self.fields, self.records = x, list(curves), []
+        self.figure = go.Figure(layout=dict(title=title, height=height, xaxis_title=x_title or x, yaxis_title=y_title))
+        if log_x:
+            self.figure.update_xaxes(type="log")
+        for name in curves.values():
+            self.figure.add_scatter(x=[], y=[], mode="lines+markers", name=name)
+        self.handle = None
+
+    def show(self) -> "LiveCurves":
+        self.handle = show(self.figure, display_id=True)
+        return self
+
+    def add_reference(self, name: str, xs, ys, dash: str = "dash") -> None:
+        """A finished curve to compare against (e.g. another method's run)."""
+        self.figure.add_scatter(x=list(xs), y=list(ys), mode="lines", name=name, line=dict(dash=dash))
+        self._redraw()
+
+    def update(self, record: dict) -> None:
+        self.records.append(record)
+        for trace, field in zip(self.figure.data, self.fields):
+            points = [(r[self.x], r[field]) for r in self.records if r.get(field) is not None and self.x in r]
+            trace.x, trace.y = [p[0] for p in points], [p[1] for p in points]
+        self._redraw()
+
+    def _redraw(self) -> None:
+        if self.handle is not None:
+            self.handle.update(chart_bundle(self.figure), raw=True)
+
+
+# --- widgets ---------------------------------------------------------------------------------------------------
 
 
 class SampleGallery:
     """Synthetic samples, one view per snapshot (a synthesis step or an epoch).
 
     A slider picks the snapshot, a dropdown filters by the teacher's predicted class; each image shows
-    the teacher's class and confidence under it, and a bar counts the predicted classes.
+    the teacher's class and confidence under it, and a bar chart counts the predicted classes.
     """
 
     def __init__(self, snapshots, predictions, class_names, slider_label="step", max_images=24, scale=3):
@@ -82,18 +155,16 @@ class SampleGallery:
         self.class_filter = widgets.Dropdown(options=["all", *self.class_names], value="all", description="class")
         self.title = widgets.HTML()
         self.grid = widgets.HTML()
-        self.counts = go.FigureWidget(
+        self.counts = go.Figure(
             go.Bar(x=self.class_names, y=[0] * len(self.class_names)),
-            layout=dict(
-                height=220,
-                margin=dict(l=40, r=10, t=30, b=60),
-                title="teacher's predicted classes",
-                yaxis_title="images",
-            ),
-        )
+            layout=dict(height=220, margin=dict(l=40, r=10, t=30, b=60), title="teacher's predicted classes",
+                        yaxis_title="images"),
+        )  # fmt: skip
+        self.counts_chart = ChartOutput(self.counts)
         self.slider.observe(lambda change: self.render(), names="value")
         self.class_filter.observe(lambda change: self.render(), names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.slider, self.class_filter]), self.title, self.grid, self.counts])
+        controls = widgets.HBox([self.slider, self.class_filter])
+        self.widget = widgets.VBox([controls, self.title, self.grid, self.counts_chart.widget])
         self.widget.add_class("fdk-gallery")
         self.render()
 
@@ -108,147 +179,61 @@ class SampleGallery:
         classes, confidences = self.predictions[self.slider.value]
         chosen = self.class_filter.value
         keep = [i for i in range(len(images)) if chosen == "all" or self.class_names[classes[i]] == chosen]
-        cells = []
-        for i in keep[: self.max_images]:
-            source = base64.b64encode(png_bytes(images[i], self.scale)).decode()
-            caption = f"{self.class_names[classes[i]]} {100 * confidences[i]:.0f}%"
-            cells.append(
-                f'<figure style="margin:2px;text-align:center"><img src="data:image/png;base64,{source}" '
-                f'style="image-rendering:pixelated"/><figcaption class="fdk-caption" style="font-size:11px">'
-                f"{html.escape(caption)}</figcaption></figure>"
-            )
-        shown = f"first {len(cells)} of " if len(cells) < len(keep) else ""
+        shown = keep[: self.max_images]
+        items = [(f"{self.class_names[classes[i]]} {100 * confidences[i]:.0f}%", images[i]) for i in shown]
+        self.grid.value = images_html(items, self.scale, caption_class="fdk-caption")
+        first = f"first {len(shown)} of " if len(shown) < len(keep) else ""
         matched = "" if chosen == "all" else f" predicted {html.escape(chosen)}, out of {len(images)}"
-        self.title.value = f"<b>{html.escape(str(label))}</b>: showing {shown}{len(keep)} images{matched}"
-        self.grid.value = f'<div style="display:flex;flex-wrap:wrap">{"".join(cells)}</div>'
-        counts = torch.bincount(classes, minlength=len(self.class_names)).tolist()
-        with self.counts.batch_update():
-            self.counts.data[0].y = counts
+        self.title.value = f"<b>{html.escape(str(label))}</b>: showing {first}{len(keep)} images{matched}"
+        self.counts.data[0].y = torch.bincount(classes, minlength=len(self.class_names)).tolist()
+        self.counts_chart.redraw()
 
     def _ipython_display_(self):
         display(self.widget)
-
-
-@torch.no_grad()
-def bn_input_statistics(teacher, images: torch.Tensor, mean, std) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(mean, variance) of every BN layer's input for a batch of uint8 images (no augmentation)."""
-    device = next(teacher.parameters()).device
-    teacher.eval()
-    probe = BNStatisticsLoss(teacher, momentum=0.0)
-    with probe.attached():
-        teacher(normalize(to_unit(images.to(device)), mean, std))
-    return [(m.cpu(), v.cpu()) for m, v in probe.last_statistics()]
 
 
 class BNStatisticsView:
     """Real (the teacher's running statistics) vs synthetic BN-input statistics, layer by layer.
 
-    Top: per-layer distance (RMS over channels) of means and of variances. Bottom: a dropdown picks a
-    layer and shows each channel's real vs synthetic mean; points on the diagonal match.
+    `summary`: per-layer distance (RMS over channels) of means and of variances, one curve per batch.
+    The widget: a dropdown picks a layer and shows each channel's real vs synthetic mean.
     """
 
     def __init__(self, teacher, synthetic: dict[str, list[tuple[torch.Tensor, torch.Tensor]]]):
-        self.layers = BNStatisticsLoss(teacher).layers
-        self.names = [name for name, m in teacher.named_modules() if m in self.layers]
-        self.real = [(m.running_mean.cpu(), m.running_var.cpu()) for m in self.layers]
-        self.synthetic = synthetic  # {"noise": stats, "synthetic": stats, ...}
+        layers = BNStatisticsLoss(teacher).layers
+        self.names = [name for name, m in teacher.named_modules() if any(m is layer for layer in layers)]
+        self.real = [(m.running_mean.cpu(), m.running_var.cpu()) for m in layers]
+        self.synthetic = synthetic  # {"noise": stats, "inverted": stats, ...} from fdk.hooks.bn_input_statistics
         self.summary = go.Figure(
-            layout=dict(
-                height=300,
-                title="distance to the teacher's running statistics, per BN layer",
-                xaxis_title="BN layer (input side to output side)",
-                yaxis_title="RMS over channels",
-                yaxis_type="log",
-            )
-        )
+            layout=dict(height=300, title="distance to the teacher's running statistics, per BN layer",
+                        xaxis_title="BN layer (input side to output side)", yaxis_title="RMS over channels",
+                        yaxis_type="log"),
+        )  # fmt: skip
         for label, stats in synthetic.items():
             for k, part in ((0, "mean"), (1, "variance")):
                 distance = [float((s[k] - r[k]).pow(2).mean().sqrt()) for s, r in zip(stats, self.real)]
                 self.summary.add_scatter(y=distance, name=f"{label} {part}", mode="lines+markers")
-        self.layer = widgets.Dropdown(
-            options=[(name, i) for i, name in enumerate(self.names)], value=0, description="layer"
-        )
-        self.channels = go.FigureWidget(
-            layout=dict(
-                height=320,
-                title="per-channel mean of the layer's input",
-                xaxis_title="real (running mean)",
-                yaxis_title="synthetic batch mean",
-            )
-        )
+        self.layer = widgets.Dropdown(options=[(n, i) for i, n in enumerate(self.names)], value=0, description="layer")
+        self.channels = go.Figure(
+            layout=dict(height=320, title="per-channel mean of the layer's input", xaxis_title="real (running mean)",
+                        yaxis_title="synthetic batch mean"),
+        )  # fmt: skip
         for label in synthetic:
             self.channels.add_scatter(x=[], y=[], mode="markers", name=label)
         self.channels.add_scatter(x=[], y=[], mode="lines", name="equal", line=dict(dash="dot", color="gray"))
+        self.channels_chart = ChartOutput(self.channels)
         self.layer.observe(lambda change: self.render(), names="value")
+        self.widget = widgets.VBox([self.layer, self.channels_chart.widget])
         self.render()
-        self.widget = widgets.VBox([go.FigureWidget(self.summary), self.layer, self.channels])
 
     def render(self) -> None:
         i = self.layer.value
         real = self.real[i][0]
-        with self.channels.batch_update():
-            for trace, stats in zip(self.channels.data, self.synthetic.values()):
-                trace.x, trace.y = real.tolist(), stats[i][0].tolist()
-            low, high = float(real.min()), float(real.max())
-            self.channels.data[-1].x, self.channels.data[-1].y = [low, high], [low, high]
+        for trace, stats in zip(self.channels.data, self.synthetic.values()):
+            trace.x, trace.y = real.tolist(), stats[i][0].tolist()
+        low, high = float(real.min()), float(real.max())
+        self.channels.data[-1].x, self.channels.data[-1].y = [low, high], [low, high]
+        self.channels_chart.redraw()
 
     def _ipython_display_(self):
         display(self.widget)
-
-
-class LiveCurves:
-    """Training curves that redraw while a run goes and stay as a static chart in executed notebooks.
-
-    A plain plotly Figure re-displayed through one display handle: live in JupyterLab, and the last
-    state is what papermill/nbconvert keep. Feed it with `distill(..., on_epoch=curves.update)`.
-    """
-
-    def __init__(self, y: list[str], x: str = "epoch", title: str = "", x_title=None, y_title="", height=320):
-        self.x, self.y, self.records = x, y, []
-        self.figure = go.Figure(layout=dict(title=title, height=height, xaxis_title=x_title or x, yaxis_title=y_title))
-        for name in y:
-            self.figure.add_scatter(x=[], y=[], mode="lines+markers", name=name)
-        self.handle = None
-
-    def show(self) -> "LiveCurves":
-        # A raw mimebundle: a plotly Figure's own _ipython_display_ ignores display_id, so every update
-        # would append a new chart instead of replacing this one.
-        _load_plotlyjs_once()
-        self.handle = display(self._mimebundle(), raw=True, display_id=True)
-        return self
-
-    def _mimebundle(self) -> dict:
-        # Built from the renderers directly: Figure._repr_mimebundle_ re-emits all of plotly.js (5 MB)
-        # on every call, which made each redraw a new 5 MB output in executed notebooks.
-        figure = self.figure.to_dict()
-        return {
-            **pio.renderers["plotly_mimetype"].to_mimebundle(figure),
-            **pio.renderers["notebook"].to_mimebundle(figure),
-        }
-
-    def add_reference(self, name: str, xs, ys, dash: str = "dash") -> None:
-        """A finished curve to compare against (e.g. another method's run)."""
-        self.figure.add_scatter(x=list(xs), y=list(ys), mode="lines", name=name, line=dict(dash=dash))
-        self._redraw()
-
-    def update(self, record: dict) -> None:
-        self.records.append(record)
-        for trace, name in zip(self.figure.data, self.y):
-            points = [(r[self.x], r[name]) for r in self.records if r.get(name) is not None and self.x in r]
-            trace.x, trace.y = [p[0] for p in points], [p[1] for p in points]
-        self._redraw()
-
-    def _redraw(self) -> None:
-        if self.handle is not None:
-            self.handle.update(self._mimebundle(), raw=True)
-
-
-_plotlyjs_loaded = False
-
-
-def _load_plotlyjs_once() -> None:
-    """The HTML of a live chart calls window.Plotly; load the library into the page once per kernel."""
-    global _plotlyjs_loaded
-    if not _plotlyjs_loaded:
-        pio.renderers["notebook"].activate()
-        _plotlyjs_loaded = True

@@ -77,3 +77,49 @@ def test_kd_batch_is_normalised_float(tmp_path):
     grid = bank.save_grid(tmp_path / "grid.png", n=16)
     assert grid.exists()
     assert bank.export_png(tmp_path / "pngs") == 16 and len(list((tmp_path / "pngs").iterdir())) == 16
+
+
+def test_file_backed_state_appends_only_new_images(tmp_path):
+    torch.manual_seed(0)
+    bank = SyntheticBank(file=tmp_path / "bank.u8")
+    bank.add(batch(5))
+    state1 = bank.state_dict()
+    assert "images" not in state1 and (tmp_path / "bank.u8").stat().st_size == 5 * 48
+    bank.add(batch(3))
+    bank.sample(2)
+    state2 = bank.state_dict()
+    assert (tmp_path / "bank.u8").stat().st_size == 8 * 48  # 3 more images appended, nothing rewritten
+    expected = bank.sample(4)
+    restored = SyntheticBank(file=tmp_path / "bank.u8")
+    restored.load_state_dict(state2)
+    assert torch.equal(restored.images, bank.images) and torch.equal(restored.sample(4), expected)
+    older = SyntheticBank(file=tmp_path / "bank.u8")
+    older.load_state_dict(state1)  # an older checkpoint reads only its own 5 images
+    assert torch.equal(older.images, bank.images[:5])
+    older.add(batch(1, 7))
+    older.state_dict()  # the next save overwrites what the older checkpoint did not count
+    assert (tmp_path / "bank.u8").stat().st_size == 6 * 48
+
+
+def test_file_backed_capacity_resumes_the_newest(tmp_path):
+    bank = SyntheticBank(capacity=6, file=tmp_path / "bank.u8")
+    for v in range(3):
+        bank.add(batch(4, v))  # 12 added, 6 kept, none flushed yet
+    state = bank.state_dict()
+    assert state["total"] == 12 and state["size"] == 6
+    restored = SyntheticBank(capacity=6, file=tmp_path / "bank.u8")
+    restored.load_state_dict(state)
+    assert restored.images[:, 0, 0, 0].tolist() == [1, 1, 2, 2, 2, 2]
+
+
+def test_truncated_bank_file_is_a_clear_error(tmp_path):
+    import pytest
+
+    bank = SyntheticBank(file=tmp_path / "bank.u8")
+    bank.add(batch(4))
+    state = bank.state_dict()
+    (tmp_path / "bank.u8").write_bytes(b"\0" * 50)
+    from fdk.utils import FdkError
+
+    with pytest.raises(FdkError, match="truncated"):
+        SyntheticBank(file=tmp_path / "bank.u8").load_state_dict(state)

@@ -2,16 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from fdk.checkpoint import (
-    atomic_save,
-    load_checkpoint,
-    load_model,
-    load_state_dict_file,
-    load_weights,
-    read_metadata,
-    save_weights,
-)
-from fdk.models import create_model
+from fdk.checkpoint import atomic_save, load_checkpoint, load_state_dict_file, read_metadata, save_weights
+from fdk.models import create_model, load_model, load_weights
 from fdk.utils import FdkError
 
 
@@ -51,10 +43,21 @@ def test_module_prefix_is_stripped(tmp_path):
 def test_safetensors_round_trip_with_metadata(tmp_path):
     model = create_model("resnet8", 100)
     path = tmp_path / "w.safetensors"
-    save_weights(model, path, arch="resnet8", num_classes=100, dataset="cifar100", test_top1=12.5)
+    save_weights(model.state_dict(), path, arch="resnet8", num_classes=100, dataset="cifar100", test_top1=12.5)
     meta = read_metadata(path)
     assert meta == {"arch": "resnet8", "num_classes": 100, "dataset": "cifar100", "test_top1": 12.5}
-    assert _same(load_model(path), model)  # arch and classes come from the metadata
+    loaded = load_model(path)  # arch and classes come from the metadata
+    assert _same(loaded, model) and loaded.input_spec.name == "cifar100" and loaded.source_file == str(path)
+
+
+def test_input_contract_round_trips_through_the_metadata(tmp_path):
+    from fdk.data import InputSpec
+
+    spec = InputSpec(name="mine", num_classes=5, image_size=24, mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.5),
+                     classes=("a", "b", "c", "d", "e"))  # fmt: skip
+    path = tmp_path / "w.safetensors"
+    save_weights(create_model("resnet8", 5).state_dict(), path, arch="resnet8", **spec.to_metadata())
+    assert load_model(path).input_spec == spec
 
 
 def test_mismatch_error_names_keys_and_suggests_architecture(tmp_path):
@@ -64,8 +67,8 @@ def test_mismatch_error_names_keys_and_suggests_architecture(tmp_path):
         load_model(path, arch="wrn16_2", num_classes=100)
     text = str(info.value)
     assert "missing" not in text  # wrn16_2's blocks are a subset of wrn40_2's
-    assert "unexpected 144 keys in modules: block1.layer.2.bn1, block1.layer.2.conv1" in text
-    assert "wrn40_2 with num_classes=100" in text
+    assert "unexpected 144 keys in modules block1.layer.2.bn1, block1.layer.2.conv1" in text
+    assert "wrn40_2 with num_classes=100" in text and "\n" not in text  # one line
 
 
 def test_shape_mismatch_reports_shapes(tmp_path):
@@ -98,6 +101,23 @@ def test_weights_only_refuses_pickled_objects(tmp_path):
     torch.save({"state_dict": {}, "obj": Custom()}, path)
     with pytest.raises(FdkError, match="weights_only=True"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_truncated_and_corrupt_files_are_clear_errors(tmp_path, suffix):
+    path = tmp_path / f"w{suffix}"
+    state = create_model("resnet8").state_dict()
+    if suffix == ".pth":
+        torch.save({"state_dict": state}, path)
+    else:
+        save_weights(state, path, arch="resnet8")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FdkError, match="truncated or corrupt"):
+        load_state_dict_file(path)
+    path.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(FdkError, match="truncated or corrupt"):
+        load_state_dict_file(path)
 
 
 def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):

@@ -5,23 +5,23 @@ import pytest
 import torch
 import torchvision
 
-from fdk.data import batches, dataset_info, load_split, pack_split
+from fdk.data import batches, dataset_spec, load_split, pack_split
 from fdk.utils import FdkError
 from tests.conftest import CIFAR10_CLASSES, write_class_folders
 
 
-def test_dataset_info_from_data_stats():
-    info = dataset_info("cifar10")
+def test_dataset_spec_from_data_stats():
+    info = dataset_spec("cifar10")
     assert info.num_classes == 10 and info.classes == tuple(CIFAR10_CLASSES)
     assert info.mean == (0.4914, 0.4822, 0.4465) and info.std == (0.2023, 0.1994, 0.2010)
     for name, classes in (("cifar100", 100), ("imagenet", 1000), ("nyuv2", 13)):
-        info = dataset_info(name)
+        info = dataset_spec(name)
         assert info.num_classes == classes == len(info.classes) == len(set(info.classes))
 
 
 def test_unknown_dataset():
     with pytest.raises(FdkError, match="known datasets: cifar10, cifar100, imagenet, nyuv2"):
-        dataset_info("mnist")
+        dataset_spec("mnist")
 
 
 def test_class_folders_decode_exactly(tmp_path, monkeypatch):
@@ -121,7 +121,7 @@ def test_download_failure_says_where_to_put_files(tmp_path, monkeypatch):
 
 def test_batches_normalise_and_augment(tiny_cifar10):
     data = load_split(tiny_cifar10, "cifar10", "train")
-    info = dataset_info("cifar10")
+    info = dataset_spec("cifar10")
     (x, y), *rest = list(batches(data, 16, info.mean, info.std))
     assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and len(rest) == 2
     expected = (data.images[:16].float() / 255 - torch.tensor(info.mean).view(1, 3, 1, 1)) / torch.tensor(
@@ -141,4 +141,4 @@ def test_real_cifar10(cifar10_root, split, per_class):
     assert data.labels.bincount().tolist() == [per_class] * 10
     assert data.images.min() == 0 and data.images.max() == 255
     mean = data.images.float().mean((0, 2, 3)) / 255  # close to the recorded normalisation mean
-    assert torch.allclose(mean, torch.tensor(dataset_info("cifar10").mean), atol=0.01)
+    assert torch.allclose(mean, torch.tensor(dataset_spec("cifar10").mean), atol=0.01)

@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 import json
 
@@ -5,9 +6,10 @@ import pytest
 import torch
 
 from fdk.checkpoint import load_checkpoint
-from fdk.distill import distill
+from fdk.distill import distill, heldout_agreement
 from fdk.models import create_model, with_random_bn_statistics
-from fdk.presets import FAST_K, PAIRS, PRESETS, DistillConfig, get_preset
+from fdk.presets import FAST_K, PAIRS, PRESETS, get_preset
+from fdk.run import read_run
 from fdk.utils import FdkError
 
 TINY = dataclasses.replace(
@@ -24,7 +26,7 @@ TINY = dataclasses.replace(
     nz=8,
     ngf=4,
     cosine_t_max=2,
-    reset_l0_at=1,
+    reset_l0_call=2,
 )
 
 
@@ -33,12 +35,12 @@ def tiny_teacher():
     return with_random_bn_statistics(create_model("resnet8", 10), mean_std=0.3)
 
 
-def state(run):
-    out = {f"student.{k}": v for k, v in run["student"].state_dict().items()}
-    synth = run["synthesizer"].state_dict()
-    out.update({f"generator.{k}": v for k, v in synth.get("generator", {}).items()})
-    out.update({f"bn_ema.{i}": v for i, v in enumerate(synth["bn_loss"]["var_ema"]) if v is not None})
-    out["bank"] = run["bank"].images
+def state(result):
+    out = {f"student.{k}": v for k, v in result.student.state_dict().items()}
+    synth = result.synthesizer
+    out.update({f"generator.{k}": v for k, v in synth.generator.state_dict().items()} if hasattr(synth, "generator") else {})
+    out.update({f"bn_ema.{i}": v for i, v in enumerate(synth.bn_loss.var_ema) if v is not None})
+    out["bank"] = result.bank.images
     return out
 
 
@@ -53,21 +55,50 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, method):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    records = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records if "epoch" in r] == [0, 1, 2]
+    run = read_run(tmp_path / "cut")
+    assert [r["epoch"] for r in run["epochs"]] == [0, 1, 2]
+    assert run["summary"]["bank_total"] == 24 and run["info"]["config"] == dataclasses.asdict(cfg)
     assert (tmp_path / "cut" / "samples.png").exists() and (tmp_path / "cut" / "student.safetensors").exists()
 
 
-def test_checkpoint_holds_everything(tmp_path):
+def test_checkpoint_holds_everything_and_the_bank_incrementally(tmp_path):
     distill(TINY, tiny_teacher(), out_dir=tmp_path, device="cpu", progress=False, stop_after_epoch=1)
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert {"config", "epoch", "student", "optimizer", "scheduler", "synthesizer", "bank", "rng", "seconds"} <= set(
+    assert {"epoch", "student", "optimizer", "scheduler", "synthesizer", "bank", "rng", "seconds", "summary"} == set(
         ckpt
     )
     assert {"generator", "meta_optimizer", "bn_loss", "calls"} <= set(ckpt["synthesizer"])
-    assert ckpt["synthesizer"]["calls"] == 2 and len(ckpt["bank"]["images"]) == 16
+    assert ckpt["synthesizer"]["calls"] == 2 and ckpt["bank"]["total"] == 16 and "images" not in ckpt["bank"]
     assert all(m is not None for m in ckpt["synthesizer"]["bn_loss"]["mean_ema"])
-    assert DistillConfig(**{**ckpt["config"]}) == TINY
+    # the images live in bank.u8, appended once each: 16 images of 3x32x32 bytes, not one more
+    assert (tmp_path / "bank.u8").stat().st_size == 16 * 3 * 32 * 32
+    assert json.loads((tmp_path / "run.json").read_text())["config"] == dataclasses.asdict(TINY)
+
+
+def test_checkpoint_size_does_not_grow_with_the_bank(tmp_path):
+    cfg = dataclasses.replace(TINY, epochs=4)
+    sizes = []
+    distill(cfg, tiny_teacher(), out_dir=tmp_path, device="cpu", progress=False,
+            on_epoch=lambda r: sizes.append((tmp_path / "checkpoint.pt").stat().st_size))  # fmt: skip
+    image_batch = cfg.synth_batch_size * 3 * 32 * 32
+    assert sizes[-1] - sizes[1] < image_batch // 4  # only the shuffle order grows (8 bytes per image)
+
+
+def test_resume_after_a_crash_between_bank_append_and_checkpoint(tmp_path):
+    """bank.u8 may hold images that no checkpoint counts (a crash after the append): resume ignores them."""
+    full = distill(TINY, tiny_teacher(), out_dir=tmp_path / "full", device="cpu", progress=False)
+    distill(TINY, tiny_teacher(), out_dir=tmp_path / "cut", device="cpu", progress=False, stop_after_epoch=0)
+    with open(tmp_path / "cut" / "bank.u8", "ab") as f:
+        f.write(bytes(range(256)) * 12 * 8)  # 8 half-written images
+    resumed = distill(TINY, tiny_teacher(), out_dir=tmp_path / "cut", device="cpu", progress=False, resume=True)
+    assert torch.equal(full.bank.images, resumed.bank.images)
+    assert (tmp_path / "cut" / "bank.u8").read_bytes() == (tmp_path / "full" / "bank.u8").read_bytes()
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    distill(TINY, tiny_teacher(), out_dir=tmp_path, device="cpu", progress=False, stop_after_epoch=0)
+    with pytest.raises(FdkError, match="another config"):
+        distill(dataclasses.replace(TINY, lr=0.5), tiny_teacher(), out_dir=tmp_path, device="cpu", resume=True)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -78,7 +109,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(FdkError, match="cannot resume"):
+    with pytest.raises(FdkError, match="not an fdk run folder"):
         distill(TINY, tiny_teacher(), out_dir=tmp_path, device="cpu", resume=True)
 
 
@@ -86,11 +117,73 @@ def test_schedule_counts(tmp_path):
     """Warm-up epochs synthesise only; then kd_steps per call; cosine steps once per KD epoch."""
     records = []
     cfg = dataclasses.replace(TINY, epochs=4, warmup=2, cosine_t_max=2, eta_min=0.0, lr=0.1)
-    run = distill(cfg, tiny_teacher(), device="cpu", progress=False, on_epoch=records.append)
+    summary = distill(cfg, tiny_teacher(), device="cpu", progress=False, on_epoch=records.append).summary
     assert [r["kd_loss"] is None for r in records] == [True, True, False, False]
     assert [r["bank_size"] for r in records] == [8, 16, 24, 32]
     assert [round(r["lr"], 6) for r in records] == [0.1, 0.1, 0.05, 0.0]
-    assert run["images_synthesized"] == 32 and run["kd_seconds"] > 0 and run["synth_seconds"] > 0
+    assert summary["images_synthesized"] == 32 and summary["kd_seconds"] > 0 and summary["synth_seconds"] > 0
+
+
+def spy_on_synthesis(monkeypatch):
+    """Record the adversarial flag of every synthesis call."""
+    from fdk.methods.base import Synthesizer
+
+    flags, original = [], Synthesizer.synthesize
+
+    def spy(self, student=None, adversarial=None, snapshot_every=None):
+        flags.append(adversarial)
+        return original(self, student, adversarial, snapshot_every)
+
+    monkeypatch.setattr(Synthesizer, "synthesize", spy)
+    return flags
+
+
+def test_one_call_per_epoch_keeps_upstreams_adversarial_start(monkeypatch):
+    """Every paper preset: one call per epoch; the adversarial term starts one epoch before KD (upstream)."""
+    flags = spy_on_synthesis(monkeypatch)
+    records = []
+    distill(dataclasses.replace(TINY, epochs=4, warmup=2), tiny_teacher(), device="cpu", progress=False,
+            on_epoch=records.append)  # fmt: skip
+    assert flags == [False, True, True, True]  # epoch 1 = warmup - 1
+    assert [r["kd_loss"] is None for r in records] == [True, True, False, False]
+    for name in PRESETS:
+        assert PRESETS[name].calls_per_epoch == 1, name
+
+
+def test_a_multi_call_epoch_counts_warmup_in_epochs(monkeypatch):
+    """ep_steps > kd_steps: several calls per epoch; warm-up, the adversarial start and KD all count epochs."""
+    flags = spy_on_synthesis(monkeypatch)
+    records = []
+    cfg = dataclasses.replace(TINY, epochs=4, warmup=2, ep_steps=6, kd_steps=3)
+    result = distill(cfg, tiny_teacher(), device="cpu", progress=False, on_epoch=records.append)
+    assert flags == [False, False, True, True, True, True, True, True]  # two calls per epoch, on from epoch 1
+    assert [r["bank_size"] for r in records] == [16, 32, 48, 64]
+    assert [r["kd_loss"] is None for r in records] == [True, True, False, False]
+    assert result.synthesizer.calls == 8
+    flags.clear()
+    distill(dataclasses.replace(cfg, adv_start=3), tiny_teacher(), device="cpu", progress=False)
+    assert flags == [False] * 6 + [True] * 2  # an explicit start epoch
+
+
+def test_evaluation_never_changes_the_run(tmp_path):
+    """heldout_agreement synthesises through sample(): the run's state and every RNG stay as they were."""
+    teacher = tiny_teacher()
+    result = distill(TINY, teacher, device="cpu", progress=False)
+    before = copy.deepcopy(result.state.state_dict())
+    first = heldout_agreement(result, teacher, batches=2)
+    after = result.state.state_dict()
+    assert _equal(before, after)
+    assert heldout_agreement(result, teacher, batches=2) == first  # repeatable: seeded batches
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    return a == b
 
 
 def test_paper_presets():
@@ -117,7 +210,8 @@ def test_paper_presets():
         200,
         2e-4,
     )
-    assert cfg.meta == "maml" and cfg.reset_l0 and cfg.reset_l0_at == 120 and cfg.lr_gen * cfg.synth_steps == 0.02
+    assert cfg.meta == "maml" and cfg.reset_l0 and cfg.reset_l0_call == 140 and cfg.lr_gen * cfg.synth_steps == 0.02
+    assert cfg.amp == "off" and cfg.adversarial_from == 19  # fp32 and upstream's adversarial start
     for (teacher, student), (w_adv, w_oh) in PAIRS.items():
         for k, (lr_gen, lr_z) in FAST_K.items():
             cfg = get_preset(f"cifar10/{teacher}-{student}/fast{k}")

@@ -1,9 +1,9 @@
 import pytest
 
-from fdk.checkpoint import load_model, read_metadata
-from fdk.data import dataset_info, load_split
-from fdk.demo import EMBEDDED_TEACHER
+from fdk.checkpoint import read_metadata
+from fdk.data import dataset_spec, load_split
 from fdk.evaluate import evaluate
+from fdk.models import EMBEDDED_TEACHER, load_model
 
 RECORDED_TOP1 = 91.67  # weights/README.md
 
@@ -17,6 +17,6 @@ def test_embedded_teacher_metadata():
 
 @pytest.mark.data
 def test_embedded_teacher_accuracy_on_real_cifar10(cifar10_root):
-    info = dataset_info("cifar10")
+    info = dataset_spec("cifar10")
     metrics = evaluate(load_model(EMBEDDED_TEACHER), load_split(cifar10_root, "cifar10", "test"), info.mean, info.std)
     assert metrics["top1"] >= RECORDED_TOP1 - 0.5

@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fdk.models import CIFAR_MODELS, MODELS, create_model
+from fdk.utils import FdkError
 
 
 def bn(prefix: str, c: int) -> dict:
@@ -424,5 +425,5 @@ def test_imagenet_weights_from_local_file(tmp_path):
 
 
 def test_unknown_model_names_the_choices():
-    with pytest.raises(ValueError, match="wrn40_2"):
+    with pytest.raises(FdkError, match="'wrn40_3' is not a zoo architecture; choose one of: .*wrn40_2"):
         create_model("wrn40_3")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fdk.checkpoint import save_weights
-from fdk.data import dataset_info, load_split
+from fdk.data import dataset_spec, load_split
 from fdk.models import create_model
 from fdk.stats import (
     class_coverage,
@@ -41,7 +41,7 @@ def test_class_coverage():
 
 
 def test_statistics_equal_a_direct_computation(tiny_cifar10):
-    info = dataset_info("cifar10")
+    info = dataset_spec("cifar10")
     data = load_split(tiny_cifar10, "cifar10", "train")
     teacher = create_model("resnet8").eval()
     stats = feature_statistics(teacher, data, info.mean, info.std, 10)
@@ -59,21 +59,21 @@ def test_stats_file_round_trip_and_teacher_check(tiny_cifar10, tmp_path, monkeyp
 
     monkeypatch.setattr(fdk.stats, "DATA_STATS", tmp_path / "stats")
     teacher_file = tmp_path / "t.safetensors"
-    save_weights(create_model("resnet8"), teacher_file, arch="resnet8", num_classes=10, dataset="cifar10")
+    save_weights(create_model("resnet8").state_dict(), teacher_file, arch="resnet8", num_classes=10, dataset="cifar10")
     path, stats = compute_and_save(teacher_file, tiny_cifar10, device="cpu")
     assert path == tmp_path / "stats" / "cifar10_resnet8_features.safetensors"
     loaded, meta = load_statistics(path, teacher_file)
     assert meta["images"] == 40 and meta["arch"] == "resnet8"
     assert torch.equal(loaded["covariance"], stats["covariance"])
     other = tmp_path / "other.safetensors"
-    save_weights(create_model("resnet8"), other, arch="resnet8", num_classes=10)
+    save_weights(create_model("resnet8").state_dict(), other, arch="resnet8", num_classes=10)
     with pytest.raises(FdkError, match="another teacher"):
         load_statistics(path, other)
 
 
 def test_real_images_score_closer_than_noise(tiny_cifar10):
     """Real images from the split the statistics came from beat uniform noise."""
-    info = dataset_info("cifar10")
+    info = dataset_spec("cifar10")
     data = load_split(tiny_cifar10, "cifar10", "train")
     teacher = create_model("resnet8").eval()
     stats = feature_statistics(teacher, data, info.mean, info.std, 10)

@@ -1,4 +1,4 @@
-"""Synthesizers against explicit computations of the reference doc's pseudo-code (§1.4, §1.10)."""
+"""Synthesizers against explicit computations of the method's pseudo-code (docs/method.md §2-3)."""
 
 import copy
 import dataclasses
@@ -7,20 +7,23 @@ import pytest
 import torch
 
 from fdk.augment import normalize
+from fdk.data import InputSpec
 from fdk.generator import DeepGenerator, Generator, reset_l0
 from fdk.hooks import BNStatisticsLoss
 from fdk.losses import one_hot_loss
+from fdk.methods import make_synthesizer
+from fdk.methods.base import KeepBest
+from fdk.methods.generative import GENERATOR_BETAS
 from fdk.models import create_model, with_random_bn_statistics
 from fdk.presets import PRESETS
-from fdk.synthesis import GENERATOR_BETAS, make_synthesizer
+from fdk.utils import FdkError
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+SPEC = InputSpec(name="test", num_classes=10, image_size=32, mean=MEAN, std=STD)
 
 
 def tiny_cfg(**changes):
-    base = dict(
-        synth_batch_size=6, synth_steps=3, nz=8, ngf=4, w_adv=0.0, warmup=0, reset_l0=False, channels_last=False
-    )
+    base = dict(synth_batch_size=6, synth_steps=3, nz=8, ngf=4, w_adv=0.0, reset_l0=False, channels_last=False)
     return dataclasses.replace(PRESETS["smoke/fast_meta"], **{**base, **changes})
 
 
@@ -41,7 +44,7 @@ def agreeing_student(teacher):
 
 
 def synthesizer(cfg, teacher):
-    s = make_synthesizer(cfg, teacher, 10, MEAN, STD, 32)
+    s = make_synthesizer(cfg, teacher, SPEC)
     if hasattr(s, "augment"):
         s.augment = lambda x: x  # deterministic, so an explicit recomputation can follow the same draws
     return s
@@ -159,14 +162,17 @@ def test_student_is_restored_after_synthesis(teacher):
     synth = synthesizer(tiny_cfg(w_adv=1.0), teacher)
     out = synth.synthesize(student)
     assert student.training and all(p.requires_grad for p in student.parameters())
-    assert out.terms["loss_adv"] != 0  # the adversarial term ran (warmup=0)
+    assert out.terms["loss_adv"] != 0  # the adversarial term ran (on by default with a student)
 
 
-def test_adversarial_term_starts_at_call_warmup(teacher):
-    synth = synthesizer(tiny_cfg(w_adv=1.0, warmup=3), teacher)
+def test_adversarial_term_follows_the_callers_flag(teacher):
+    synth = synthesizer(tiny_cfg(w_adv=1.0), teacher)
     student = agreeing_student(teacher)
-    active = [synth.synthesize(student).terms["loss_adv"] != 0 for _ in range(4)]
-    assert active == [False, False, True, True]  # calls 1..4: on from call 3 = epoch index warmup - 1
+    assert synth.synthesize(student).terms["loss_adv"] != 0  # on by default when a student is given
+    assert synth.synthesize(student, adversarial=False).terms["loss_adv"] == 0
+    assert synth.synthesize(None).terms["loss_adv"] == 0
+    with pytest.raises(FdkError, match="needs a student"):
+        synth.synthesize(None, adversarial=True)
 
 
 def test_reuse_modes(teacher):
@@ -182,7 +188,7 @@ def test_reuse_modes(teacher):
     before, after, synth = results["fast_meta"]
     assert not torch.equal(before, after) and synth.fast_generator is not synth.generator
     before, after, synth = results["fast"]
-    assert not torch.equal(before, after) and synth.fast_generator is None
+    assert not torch.equal(before, after) and not hasattr(synth, "fast_generator")  # no copy, no meta step
     # no_reuse: a second call starts again from a fresh initialisation, not from the optimised one
     _, after1, synth = results["no_reuse"]
     torch.manual_seed(123)
@@ -190,15 +196,16 @@ def test_reuse_modes(teacher):
     assert not torch.equal(after1, torch.cat([p.detach().flatten() for p in synth.generator.parameters()]))
 
 
-def test_reset_l0_fires_once_at_call_reset_l0_at_plus_warmup(teacher, monkeypatch):
-    import fdk.synthesis
+def test_reset_l0_fires_once_at_call_reset_l0_call(teacher, monkeypatch):
+    import fdk.methods.fast_meta
 
     calls = []
-    monkeypatch.setattr(fdk.synthesis, "reset_l0", lambda g: calls.append(synth.calls))
-    synth = synthesizer(tiny_cfg(reset_l0=True, reset_l0_at=2, warmup=1, synth_steps=1), teacher)
+    monkeypatch.setattr(fdk.methods.fast_meta, "reset_l0", lambda g: calls.append(synth.calls))
+    synth = synthesizer(tiny_cfg(reset_l0=True, reset_l0_call=3, synth_steps=1), teacher)
     student = create_model("resnet8", 10)
     for _ in range(5):
         synth.synthesize(student)
+    synth.sample()  # evaluation never resets
     assert calls == [3]
 
 
@@ -225,7 +232,7 @@ def test_generator_sizes():
 
 def test_deepinversion_optimises_pixels_and_lowers_the_loss(teacher):
     cfg = tiny_cfg(method="deepinversion", synth_steps=30, lr_gen=0.1, w_oh=1.0)
-    synth = make_synthesizer(cfg, teacher, 10, MEAN, STD, 32)
+    synth = make_synthesizer(cfg, teacher, SPEC)
     out = synth.synthesize(create_model("resnet8", 10))
     assert out.step_losses[-5:].mean() < out.step_losses[:5].mean()
     assert out.images.dtype == torch.uint8 and out.images.shape == (6, 3, 32, 32)
@@ -245,3 +252,130 @@ def test_meta_initialisation_beats_no_reuse(teacher):
     _, no_reuse_end = first_losses["no_reuse"]
     assert meta_end < 0.95 * meta_start
     assert meta_end < 0.95 * no_reuse_end
+
+
+@pytest.mark.parametrize("method", ["fast_meta", "fast", "no_reuse", "deepinversion"])
+def test_sample_changes_nothing(teacher, method):
+    """Evaluation's path (docs/method.md §4.4): no meta step, no update, no momentum, no call, same RNG."""
+    synth = synthesizer(tiny_cfg(method=method, w_adv=1.0, meta="reptile"), teacher)
+    student = agreeing_student(teacher)
+    synth.synthesize(student)
+    synth.synthesize(student)
+    before = copy.deepcopy(synth.state_dict())
+    rng = torch.get_rng_state()
+    a = synth.sample(student, adversarial=True)
+    b = synth.sample(seed=0)
+    assert torch.equal(torch.get_rng_state(), rng)
+    after = synth.state_dict()
+    flat_before, flat_after = _flatten(before), _flatten(after)
+    assert flat_before.keys() == flat_after.keys()
+    for key in flat_before:
+        assert torch.equal(torch.as_tensor(flat_before[key]), torch.as_tensor(flat_after[key])), key
+    assert torch.equal(synth.sample(seed=0).images, b.images)  # a seed gives the same batch
+    assert not torch.equal(synth.sample(seed=1).images, b.images)
+    # without a seed the batch is the one the next call would start from: same targets
+    assert torch.equal(a.targets.sort().values, synth.synthesize(student).targets.sort().values)
+
+
+def _flatten(state, prefix=""):
+    out = {}
+    for key, value in (state.items() if isinstance(state, dict) else enumerate(state)):
+        name = f"{prefix}{key}"
+        if isinstance(value, dict | list | tuple):
+            out.update(_flatten(value, name + "."))
+        elif value is not None:
+            out[name] = value
+    return out
+
+
+def test_keep_best_skips_nan():
+    keep = KeepBest()
+    images = [torch.full((1, 3, 2, 2), float(i)) for i in range(4)]
+    for x, loss in zip(images, [5.0, float("nan"), 3.0, float("nan")]):
+        keep.update(x, torch.tensor(loss))
+    assert torch.equal(keep.images, images[2]) and keep.loss.item() == 3.0
+    first_nan = KeepBest()
+    first_nan.update(images[0], torch.tensor(float("nan")))
+    first_nan.update(images[1], torch.tensor(7.0))
+    assert torch.equal(first_nan.images, images[1])  # a finite loss beats a NaN first step
+
+
+def test_deepinversion_faithful_mode_banks_the_final_clipped_pixels(teacher):
+    """Upstream's best_inputs aliases the optimised tensor: the batch it banks is the last, clipped one.
+    The state after k steps is what a (k+1)-step run sees at its step k, before its update."""
+    cfg = tiny_cfg(method="deepinversion", synth_steps=4, lr_gen=0.1, w_oh=1.0)
+    assert (cfg.deepinv_keep, cfg.deepinv_flip, cfg.deepinv_adv) == ("last", "batch", "js")  # the defaults
+    torch.manual_seed(3)
+    kept = synthesizer(cfg, teacher).synthesize().images
+    torch.manual_seed(3)
+    longer = synthesizer(dataclasses.replace(cfg, synth_steps=5), teacher).synthesize(snapshot_every=1)
+    assert torch.equal(kept, longer.snapshots[4][1])
+    torch.manual_seed(3)
+    best = synthesizer(dataclasses.replace(cfg, deepinv_keep="best", synth_steps=5), teacher).synthesize(
+        snapshot_every=1
+    )
+    assert torch.equal(best.images, best.snapshots[int(best.step_losses.argmin())][1])
+
+
+def test_whole_batch_flip():
+    from fdk.augment import random_hflip, random_hflip_batch
+
+    x = torch.arange(64.0).view(4, 1, 4, 4)
+    for seed in range(10):
+        torch.manual_seed(seed)
+        out = random_hflip_batch(x)
+        assert torch.equal(out, x) or torch.equal(out, x.flip(3))
+    mixed = [random_hflip(x) for _ in range(10)]
+    assert any(not (torch.equal(m, x) or torch.equal(m, x.flip(3))) for m in mixed)  # per image
+
+
+def test_deepinversion_upstream_losses(teacher):
+    """js mode: loss_adv = −JS(S, T) at T=3 and loss_bn = teacher − 0.001 · student (upstream's CMI code)."""
+    import torch.nn.functional as F
+
+    from fdk.losses import js_divergence
+
+    synth = synthesizer(tiny_cfg(method="deepinversion"), teacher)
+    s, t = torch.randn(5, 10), torch.randn(5, 10)
+    # upstream's formula: clipped probabilities and F.kl_div(log P, M) + F.kl_div(log Q, M)
+    p, q = F.softmax(s / 3, 1), F.softmax(t / 3, 1)
+    m = (0.5 * (p + q)).clamp(0.01, 0.99)
+    upstream = 0.5 * F.kl_div(p.clamp(0.01, 0.99).log(), m, reduction="batchmean") + 0.5 * F.kl_div(
+        q.clamp(0.01, 0.99).log(), m, reduction="batchmean"
+    )
+    assert torch.allclose(js_divergence(s, t, 3.0), upstream)
+    assert torch.allclose(synth.adversarial_term(s, t), -upstream)
+
+    class Stub:
+        def __init__(self, value):
+            self.value = torch.tensor(value)
+
+        def loss(self):
+            return self.value
+
+    synth.bn_loss, synth._student_bn = Stub(2.0), Stub(5.0)
+    assert synth.bn_term().item() == pytest.approx(2.0 - 0.005)
+    masked = synthesizer(tiny_cfg(method="deepinversion", deepinv_adv="masked_kl"), teacher)
+    assert not torch.allclose(masked.adversarial_term(s, t), -upstream)
+
+
+def test_a_teacher_is_inverted_in_its_own_input_space():
+    """Bring your own teacher (docs/method.md §9): the spec's mean/std, size and classes are used."""
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))  # fmt: skip
+    with_random_bn_statistics(teacher).eval()
+    spec = InputSpec(name="mine", num_classes=5, image_size=16, mean=(0.9, 0.1, 0.5), std=(0.1, 0.1, 0.1))
+    seen = []
+    teacher.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    synth = make_synthesizer(tiny_cfg(), teacher, spec)
+    out = synth.synthesize()
+    assert out.images.shape == (6, 3, 16, 16) and int(out.targets.max()) < 5
+    x = torch.cat(seen)
+    low = [(0 - m) / s for m, s in zip(spec.mean, spec.std)]
+    high = [(1 - m) / s for m, s in zip(spec.mean, spec.std)]
+    for c in range(3):
+        assert low[c] - 1e-4 <= x[:, c].min() and x[:, c].max() <= high[c] + 1e-4
+    assert x[:, 0].min() < -8.9  # the crop's zero padding normalised with this teacher's own constants

@@ -2,7 +2,8 @@ import dataclasses
 
 import torch
 
-from fdk.checkpoint import load_checkpoint, load_model
+from fdk.checkpoint import load_checkpoint
+from fdk.models import load_model
 from fdk.train import TeacherConfig, learning_rate, train_teacher
 
 CFG = TeacherConfig(arch="resnet8", epochs=3, batch_size=8, lr=0.05)

@@ -1,9 +1,13 @@
 """Widgets without a browser: move the controls, check what they show (traitlets, plotly FigureWidget)."""
 
+import importlib
+
+import plotly.io as pio
 import torch
 
+from fdk.hooks import bn_input_statistics
 from fdk.models import create_model
-from fdk.viz import BNStatisticsView, LiveCurves, SampleGallery, bn_input_statistics, png_bytes
+from fdk.viz import PLOTLY_MIME, BNStatisticsView, LiveCurves, SampleGallery, chart_bundle, png_bytes
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -48,7 +52,7 @@ def test_gallery_from_teacher_uses_its_predictions():
 
 def test_bn_statistics_view_switches_layers():
     teacher = create_model("resnet8").eval()
-    stats = bn_input_statistics(teacher, snapshots()[0][1], (0.5,) * 3, (0.25,) * 3)
+    stats = bn_input_statistics(teacher, (snapshots()[0][1].float() / 255 - 0.5) / 0.25)
     assert len(stats) == 9 and stats[0][0].shape == (16,)
     view = BNStatisticsView(teacher, {"synthetic": stats})
     assert len(view.summary.data) == 2  # mean and variance distances
@@ -58,19 +62,20 @@ def test_bn_statistics_view_switches_layers():
 
 
 def test_live_curves_accumulate_records():
-    curves = LiveCurves(["test_top1", "kd_loss"], x="synth_seconds")
+    curves = LiveCurves({"test_top1": "Fast-5", "kd_loss": "KD loss"}, x="synth_seconds")
     curves.update({"synth_seconds": 1.0, "test_top1": 10.0, "kd_loss": None})
     curves.update({"synth_seconds": 2.0, "test_top1": 30.0, "kd_loss": 1.5})
     assert list(curves.figure.data[0].y) == [10.0, 30.0] and list(curves.figure.data[1].x) == [2.0]
+    assert [t.name for t in curves.figure.data] == ["Fast-5", "KD loss"]
     curves.add_reference("deepinversion", [1, 2], [5, 6])
     assert curves.figure.data[-1].name == "deepinversion"
 
 
 def test_live_curves_redraw_one_small_output(monkeypatch):
-    """Each redraw replaces the same display (display_id) with a small bundle; plotly.js loads once."""
+    """Each redraw replaces the same display (display_id) with a small bundle; plotly.js is never in it."""
     import fdk.viz as viz
 
-    shown, activations = [], []
+    shown = []
 
     class Handle:
         def update(self, bundle, raw):
@@ -82,13 +87,26 @@ def test_live_curves_redraw_one_small_output(monkeypatch):
         return Handle()
 
     monkeypatch.setattr(viz, "display", fake_display)
-    monkeypatch.setattr(viz, "_plotlyjs_loaded", False)
-    monkeypatch.setattr(viz.pio.renderers["notebook"], "activate", lambda: activations.append(1))
-    curves = LiveCurves(["test_top1"]).show()
+    curves = LiveCurves({"test_top1": "top-1"}).show()
     for epoch in range(3):
         curves.update({"epoch": epoch, "test_top1": 10.0 + epoch})
-    LiveCurves(["kd_loss"]).show()
-    assert len(shown) == 5 and len(activations) == 1
-    last = shown[3]
-    assert last["application/vnd.plotly.v1+json"]["data"][0]["y"] == [10.0, 11.0, 12.0]
-    assert all(len(str(bundle)) < 100_000 for bundle in shown), "plotly.js must not be embedded in every redraw"
+    assert len(shown) == 4
+    assert shown[-1][PLOTLY_MIME]["data"][0]["y"] == [10.0, 11.0, 12.0]
+    assert all(len(str(bundle)) < 100_000 for bundle in shown), "plotly.js must not be embedded in a redraw"
+
+
+def test_chart_bundle_has_json_and_a_div_without_plotlyjs():
+    import plotly.graph_objects as go
+
+    bundle = chart_bundle(go.Figure(go.Bar(x=[1, 2], y=[3, 4]), layout=dict(height=200)))
+    assert bundle[PLOTLY_MIME]["data"][0]["y"] == [3, 4]
+    assert "Plotly.newPlot" in bundle["text/html"] and "200px" in bundle["text/html"]
+    assert len(bundle["text/html"]) < 50_000
+
+
+def test_importing_viz_changes_no_global_state():
+    import fdk.viz
+
+    default = pio.renderers.default
+    importlib.reload(fdk.viz)
+    assert pio.renderers.default == default

@@ -1,11 +1,13 @@
 """The model zoo: one registry dict from upstream names to constructors `f(num_classes) -> nn.Module`.
 
 Every model takes `forward(x, return_features=False)` and returns `(logits, penultimate_features)`
-when asked, as the upstream zoo does (reference doc §4.1).
+when asked, as the upstream zoo does (docs/method.md §10). `create_model(name, num_classes)` builds one;
+`load_model(path)` builds one and loads weights into it (fdk/models/loading.py).
 """
 
 from fdk.models.cifar_resnet import resnet18, resnet34, resnet50
 from fdk.models.imagenet import mobilenetv2_imagenet, resnet18_imagenet, resnet50_imagenet
+from fdk.models.loading import EMBEDDED_TEACHER, guess_architecture, load_model, load_weights  # noqa: F401
 from fdk.models.mobilenetv2 import mobilenetv2
 from fdk.models.resnet_tiny import (
     resnet8,
@@ -19,6 +21,7 @@ from fdk.models.resnet_tiny import (
 from fdk.models.shufflenetv2 import shufflenetv2
 from fdk.models.vgg import vgg8, vgg11, vgg13
 from fdk.models.wide_resnet import wrn16_1, wrn16_2, wrn40_1, wrn40_2
+from fdk.utils import FdkError
 
 CIFAR_MODELS = {
     "resnet18": resnet18,
@@ -49,10 +52,14 @@ IMAGENET_MODELS = {
 MODELS = {**CIFAR_MODELS, **IMAGENET_MODELS}
 
 
+def check_architecture(field: str, name: str) -> None:
+    if name not in MODELS:
+        raise FdkError(f"{field}={name!r} is not a zoo architecture; choose one of: {', '.join(MODELS)}")
+
+
 def create_model(name: str, num_classes: int = 10, **kwargs):
     """Build a zoo model by its upstream name, e.g. `create_model("wrn40_2", 100)`."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    check_architecture("architecture", name)
     return MODELS[name](num_classes=num_classes, **kwargs)
 
 

@@ -12,6 +12,10 @@ import torchvision
 from torchvision.models import MobileNetV2, ResNet
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from fdk.checkpoint import load_state_dict_file
+from fdk.models.loading import load_weights
+from fdk.utils import FdkError
+
 
 class ResNetImageNet(ResNet):
     def forward(self, x, return_features: bool = False):
@@ -41,22 +45,20 @@ def _load_weights(model: torch.nn.Module, name: str, weights: str | None) -> tor
     if weights is None:
         return model
     if Path(weights).exists():
-        from fdk.checkpoint import load_state_dict_file, load_weights
-
         load_weights(model, load_state_dict_file(weights), name=name)
         return model
     enum = torchvision.models.get_model_weights(_TORCHVISION_NAMES[name])
     try:
         chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
     except KeyError:
-        raise ValueError(
+        raise FdkError(
             f"{weights!r} is neither a file nor a torchvision weights name for {name}; "
             f"choose one of {[w.name for w in enum]} or give a local .pth/.safetensors path"
         ) from None
     try:
         state = chosen.get_state_dict(progress=True)
     except Exception as error:  # no internet: say where to put the file instead
-        raise RuntimeError(
+        raise FdkError(
             f"could not download {chosen.url} ({error}); download it elsewhere and pass the local file path as weights"
         ) from error
     model.load_state_dict(state)

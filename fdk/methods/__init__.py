@@ -1,0 +1,34 @@
+"""Synthesis methods, one file each, picked by name from one dict.
+
+Adding a method means adding a file with a `Synthesizer` subclass (fdk/methods/base.py says what it
+implements) and an entry here; `DistillConfig.method` and `fdk distill --set method=...` then find it.
+"""
+
+from fdk.methods.base import SynthConfig, Synthesized, Synthesizer, synth_part
+from fdk.methods.deepinversion import DeepInversionSynthesizer
+from fdk.methods.fast import SequentialSynthesizer
+from fdk.methods.fast_meta import FastMetaSynthesizer
+from fdk.methods.no_reuse import NoReuseSynthesizer
+
+METHODS: dict[str, type[Synthesizer]] = {
+    "fast_meta": FastMetaSynthesizer,  # FastDFKD: meta reuse (Fig. 2c)
+    "fast": SequentialSynthesizer,  # sequential reuse (Fig. 2b)
+    "no_reuse": NoReuseSynthesizer,  # the generator re-initialised every call (Fig. 2a)
+    "deepinversion": DeepInversionSynthesizer,  # pixels optimised directly (DeepInv-2k)
+}
+
+
+def make_synthesizer(cfg: SynthConfig, teacher, inputs=None) -> Synthesizer:
+    """The synthesizer named by cfg.method, on the teacher's device, given the part of cfg it uses.
+
+    inputs: the teacher's input contract (fdk.InputSpec); default: the one `load_model` attached to
+    the teacher, else the spec of `cfg.dataset`.
+    """
+    from fdk.data import dataset_spec
+
+    if inputs is None:
+        inputs = getattr(teacher, "input_spec", None) or dataset_spec(getattr(cfg, "dataset", "cifar10"))
+    return METHODS[cfg.method](synth_part(cfg), teacher, inputs)
+
+
+__all__ = ["METHODS", "SynthConfig", "Synthesized", "Synthesizer", "make_synthesizer", "synth_part"]
