@@ -26,9 +26,10 @@ demo: setup
 	for nb in $(NOTEBOOKS); do \
 	  name=$$(basename $$nb .ipynb); \
 	  $(BIN)/papermill $$nb runs/demo/$$name.ipynb -p SMOKE True --cwd notebooks --log-level WARNING || exit 1; \
-	  $(BIN)/jupyter nbconvert --to html --log-level WARN runs/demo/$$name.ipynb || exit 1; \
+	  $(BIN)/python -c "import fdk.notebook as n; n.export_html('runs/demo/$$name.ipynb')" || exit 1; \
 	done
-	@echo "executed notebooks and HTML: runs/demo/ (samples: runs/notebooks/*/*/samples.png)"
+	@ls -lh runs/demo
+	@echo "executed notebooks and offline HTML: runs/demo/ (run folders: runs/notebooks/)"
 
 # Unit tests, the notebooks under nbval (smoke, lax: asserts in cells), and the Chromium check.
 test: setup chromium

@@ -26,8 +26,8 @@ from PIL import Image
 
 from fdk.augment import quantize
 from fdk.bank import SyntheticBank
-from fdk.data import dataset_spec
 from fdk.distill import distill, kd_phase
+from fdk.inputs import dataset_spec
 from fdk.methods import make_synthesizer
 from fdk.models import EMBEDDED_TEACHER, create_model, load_model, with_random_bn_statistics
 from fdk.presets import PRESETS
@@ -158,6 +158,54 @@ def bench_kd(args, device, info):
     return results
 
 
+# KD engine settings compared by bench_kd_variants: (amp, channels_last, torch.compile mode or None).
+KD_VARIANTS = {
+    "fp32, contiguous, eager (upstream's engine)": ("off", False, None),
+    "fp32, channels_last, eager": ("off", True, None),
+    "bf16, channels_last, eager": ("bf16", True, None),
+    "bf16, channels_last, compile": ("bf16", True, "default"),
+    "bf16, channels_last, compile + CUDA graphs": ("bf16", True, "reduce-overhead"),
+}
+
+
+def bench_kd_variants(args, device, info, variants=None) -> dict:
+    """KD images/s of fdk's KD step (kd_phase on the device bank) per engine setting; compile time apart."""
+    results = {}
+    for name, (amp, channels_last, mode) in (variants or KD_VARIANTS).items():
+        if mode == "reduce-overhead" and device.type != "cuda":
+            results[name] = {"skipped": "CUDA graphs need a CUDA device"}
+            continue
+        torch.manual_seed(0)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        teacher = with_random_bn_statistics(create_model(args.teacher, 10)).to(device, memory_format=memory_format)
+        student = create_model(args.student, 10).to(device, memory_format=memory_format)
+        teacher.eval()
+        cfg = dataclasses.replace(
+            PRESETS["cifar10/wrn40_2-wrn16_1/fast5"], kd_steps=args.kd_steps, kd_batch_size=args.batch, amp=amp
+        )
+        optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
+        if mode is not None:
+            teacher, student = torch.compile(teacher, mode=mode), torch.compile(student, mode=mode)
+        bank = SyntheticBank(device)
+        bank.add(quantize(torch.rand(args.pool, 3, 32, 32)).to(device))
+        warm = Timer(device)
+        with warm:  # compilation, autotuning, allocator warm-up
+            kd_phase(dataclasses.replace(cfg, kd_steps=3), teacher, student, optimizer, bank, info, memory_format)
+        timer = Timer(device)
+        with timer:
+            kd_phase(cfg, teacher, student, optimizer, bank, info, memory_format)
+        results[name] = {
+            "images_per_second": cfg.kd_steps * args.batch / timer.seconds,
+            "ms_per_step": 1000 * timer.seconds / cfg.kd_steps,
+            "warmup_seconds": warm.seconds,
+        }
+    first = next(iter(results.values()))
+    for row in results.values():
+        if "images_per_second" in row and "images_per_second" in first:
+            row["speedup_vs_first"] = row["images_per_second"] / first["images_per_second"]
+    return results
+
+
 def bench_end_to_end(args, device):
     cfg = dataclasses.replace(PRESETS["smoke/fast_meta"], epochs=args.e2e_epochs)
     teacher = (
@@ -194,7 +242,7 @@ def paper_schedule_estimate(synthesis: dict, kd: dict, cfg_fast, cfg_deep) -> di
     return rows
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--teacher", default="wrn40_2")
@@ -206,12 +254,18 @@ def main():
     parser.add_argument("--pool", type=int, default=5120, help="images in the pool (upstream: 5,376 at KD start)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="upstream DataLoader workers")
     parser.add_argument("--e2e-epochs", type=int, default=4)
+    parser.add_argument(
+        "--kd-variants", action="store_true", help="also KD images/s per engine setting (bf16, compile, ...)"
+    )
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = resolve_device(args.device)
     seed_everything(0)
     info = dataset_spec("cifar10")
-    results = {"machine": {"device": str(device), **machine_info(device)}, "args": {k: str(v) for k, v in vars(args).items()}}
+    results = {
+        "machine": {"device": str(device), **machine_info(device)},
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     results["date"] = time.strftime("%Y-%m-%d")
     results["synthesis"] = bench_synthesis(args, device, info)
     print(json.dumps(results["synthesis"], indent=1), flush=True)
@@ -226,8 +280,12 @@ def main():
     print(json.dumps(results["paper_schedule_estimate"], indent=1), flush=True)
     results["end_to_end"] = bench_end_to_end(args, device)
     print(json.dumps(results["end_to_end"], indent=1), flush=True)
+    if args.kd_variants:
+        results["kd_variants"] = bench_kd_variants(args, device, info)
+        print(json.dumps(results["kd_variants"], indent=1), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
+    return results
 
 
 if __name__ == "__main__":

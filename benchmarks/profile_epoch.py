@@ -20,9 +20,9 @@ import torch
 
 from fdk.augment import quantize
 from fdk.bank import SyntheticBank
-from fdk.data import dataset_spec
 from fdk.distill import DistillState, kd_phase
 from fdk.evaluate import agreement, evaluate
+from fdk.inputs import dataset_spec
 from fdk.losses import kd_loss
 from fdk.methods import make_synthesizer
 from fdk.models import create_model, with_random_bn_statistics
@@ -164,7 +164,7 @@ def operator_table(args, device, rows: int = 15) -> str:
     return prof.key_averages().table(sort_by=sort, row_limit=rows)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cifar10/wrn40_2-wrn16_2/fast5")
     parser.add_argument("--device", default="auto")
@@ -173,7 +173,7 @@ def main():
     parser.add_argument("--bank", type=int, default=5376, help="images already in the bank (KD start: 5,376)")
     parser.add_argument("--eval-images", type=int, default=10000, help="test-split size for the evaluation phase")
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = resolve_device(args.device)
     result = {"machine": {"device": str(device), **machine_info(device)}, "date": time.strftime("%Y-%m-%d")}
     result.update(profile_epoch(args, device))
@@ -185,6 +185,7 @@ def main():
         print(f"{name:{width}s} {seconds:9.3f} s  {100 * result['phases_share'][name]:5.1f}%")
     print(f"epoch {result['epoch_seconds']:.3f} s; KD uninstrumented {result['kd_seconds_uninstrumented']:.3f} s")
     print(result["operators"])
+    return result
 
 
 if __name__ == "__main__":

@@ -13,22 +13,26 @@ The public API, in the order a run uses it (docs/method.md explains the method):
     preview = synthesizer.sample()                                      # the same, changing nothing
 """
 
-__version__ = "0.2.0"
-
+from fdk import notebook, stats
 from fdk.bank import SyntheticBank
 from fdk.config import override
-from fdk.data import ImageTensors, InputSpec, dataset_spec, find_split, load_split
+from fdk.data import ImageTensors, find_split, load_split
 from fdk.distill import DistillResult, distill, heldout_agreement
 from fdk.evaluate import agreement, batch_metrics, evaluate, teacher_predictions
+from fdk.inputs import InputSpec, dataset_spec
 from fdk.jobs import resume
 from fdk.methods import METHODS, SynthConfig, make_synthesizer
 from fdk.models import EMBEDDED_TEACHER, MODELS, create_model, load_model
 from fdk.presets import PRESETS, DistillConfig, get_preset
 from fdk.run import read_run
 from fdk.train import RECIPES, TeacherConfig, train_teacher
+from fdk.utils import VERSION as __version__
 from fdk.utils import FdkError, resolve_device, seed_everything
 
 __all__ = [
+    "__version__",
+    "notebook",
+    "stats",
     "EMBEDDED_TEACHER",
     "METHODS",
     "MODELS",

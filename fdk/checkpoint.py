@@ -132,7 +132,9 @@ def load_state_dict_file(path) -> dict[str, torch.Tensor]:
 
 
 def _corrupt_safetensors(path: Path, error: Exception) -> FdkError:
-    return FdkError(f"{path} is not a readable safetensors file, probably truncated or corrupt ({error}); copy it again")
+    return FdkError(
+        f"{path} is not a readable safetensors file, probably truncated or corrupt ({error}); copy it again"
+    )
 
 
 def file_sha256(path) -> str:

@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         + "\nTeacherConfig fields (--set KEY=VALUE):\n" + describe(TeacherConfig),
     )  # fmt: skip
     p.add_argument("--recipe", choices=sorted(RECIPES), default="gpu", help="base settings (default gpu)")
-    p.add_argument("--data", help="dataset folder (class folders, torchvision files or packed parts); default $FDK_DATA")
+    p.add_argument(
+        "--data", help="dataset folder (class folders, torchvision files or packed parts); default $FDK_DATA"
+    )
     p.add_argument("--out", help="run folder for logs, checkpoints and weights")
     _common(p, resume=True)
     p.set_defaults(func=cmd_train_teacher)

@@ -23,82 +23,11 @@ from PIL import Image
 
 from fdk.augment import crop_flip, normalize, to_unit
 from fdk.checkpoint import atomic_save
-from fdk.utils import ROOT, FdkError
+from fdk.inputs import InputSpec, dataset_spec
+from fdk.utils import FdkError
 
-DATA_STATS = Path(os.environ.get("FDK_DATA_STATS", ROOT / "data_stats"))
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a classifier expects as input and gives as output: its input contract.
-
-    A dataset defines one (`data_stats/<name>.json`, `dataset_spec(name)`); a teacher carries its own in
-    its safetensors metadata, or the caller passes one, so a teacher trained with other normalisation
-    constants is inverted in its own input space (docs/method.md §9).
-    """
-
-    name: str  # the dataset (or a label for a custom teacher)
-    num_classes: int
-    image_size: int  # square images, side in pixels
-    mean: tuple[float, ...]  # per-channel normalisation applied after augmentation, in [0, 1] pixel units
-    std: tuple[float, ...]
-    classes: tuple[str, ...] = ()  # class names; empty means "0", "1", ...
-
-    def __post_init__(self):
-        if len(self.mean) != len(self.std) or not all(s > 0 for s in self.std):
-            raise FdkError(f"input spec {self.name!r}: mean {self.mean} and std {self.std} need one positive std per mean")
-        if self.classes and len(self.classes) != self.num_classes:
-            raise FdkError(
-                f"input spec {self.name!r}: {len(self.classes)} class names for {self.num_classes} classes; "
-                "give one name per class or none"
-            )
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.classes or tuple(str(i) for i in range(self.num_classes))
-
-    def to_metadata(self) -> dict:
-        """The fields as plain JSON values, for safetensors metadata (`fdk.models.load_model` reads them back)."""
-        return {"dataset": self.name, "num_classes": self.num_classes, "image_size": self.image_size,
-                "mean": list(self.mean), "std": list(self.std), "classes": list(self.classes)}  # fmt: skip
-
-    @classmethod
-    def from_metadata(cls, meta: dict) -> "InputSpec | None":
-        """The spec stored by `to_metadata`; older files with only a dataset name get that dataset's spec."""
-        if {"mean", "std", "image_size", "num_classes"} <= meta.keys():
-            return cls(
-                name=meta.get("dataset", "custom"),
-                num_classes=int(meta["num_classes"]),
-                image_size=int(meta["image_size"]),
-                mean=tuple(meta["mean"]),
-                std=tuple(meta["std"]),
-                classes=tuple(meta.get("classes") or ()),
-            )
-        if "dataset" in meta:
-            return dataset_spec(meta["dataset"])
-        return None
-
-
-def known_datasets() -> list[str]:
-    return sorted(p.stem for p in DATA_STATS.glob("*.json") if "_" not in p.stem)
-
-
-def dataset_spec(name: str) -> InputSpec:
-    """The input contract of a dataset, from `data_stats/<name>.json`."""
-    path = DATA_STATS / f"{name}.json"
-    if not path.exists():
-        raise FdkError(f"unknown dataset {name!r}: no {path}; known datasets: {', '.join(known_datasets())}")
-    raw = json.loads(path.read_text())
-    return InputSpec(
-        name=raw["name"],
-        num_classes=raw["num_classes"],
-        image_size=raw["image_size"],
-        mean=tuple(raw["mean"]),
-        std=tuple(raw["std"]),
-        classes=tuple(raw["classes"]),
-    )
 
 
 @dataclass

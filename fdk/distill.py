@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 from fdk.bank import SyntheticBank
 from fdk.checkpoint import save_weights
 from fdk.config import from_dict, to_dict
-from fdk.data import ImageTensors, InputSpec, dataset_spec, known_datasets
+from fdk.data import ImageTensors
 from fdk.evaluate import agreement, evaluate
+from fdk.inputs import InputSpec, dataset_spec, known_datasets
 from fdk.losses import kd_loss
 from fdk.methods import Synthesizer, make_synthesizer
 from fdk.models import create_model
@@ -105,7 +106,8 @@ def distill(
     test: a real test split for per-epoch evaluation (optional). out_dir: the run folder (fdk/run.py;
     None: nothing is written). inputs: the teacher's input contract (see `teacher_inputs`).
     resume: continue the run in out_dir; its saved config must equal cfg. on_epoch(record): called
-    after each epoch (live plots). stop_after_epoch: end early, as if interrupted (tests).
+    after each epoch's checkpoint (live plots); returning True ends the run there, resumable.
+    stop_after_epoch: end early, as if interrupted (tests).
     run_info: extra JSON values for run.json (the CLI records the data folder and preset there).
     """
     device = resolve_device(device)
@@ -193,8 +195,8 @@ def distill(
             folder.log(**record)
             folder.save(state)
         bar.set_postfix({k: f"{record[k]:.2f}" for k in ("test_top1", "agreement_new") if k in record})
-        if on_epoch is not None:
-            on_epoch(record)
+        if on_epoch is not None and on_epoch(record):
+            break  # the caller ends the run here, e.g. at a time limit; it resumes from this epoch
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     bar.close()

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from fdk.augment import normalize, to_unit
 from fdk.data import ImageTensors, batches
 from fdk.hooks import bn_statistics_loss
+from fdk.losses import kl_divergence
 from fdk.utils import autocast
 
 
@@ -67,13 +68,16 @@ def teacher_predictions(teacher, images: torch.Tensor, mean, std) -> tuple[torch
 
 def batch_metrics(teacher, images: torch.Tensor, targets: torch.Tensor, mean, std, student=None) -> dict:
     """What a synthetic batch is like, seen by the teacher (and the student): the plain BN loss, how often
-    the teacher sees the sampled class, its mean confidence, and the student's agreement with it."""
+    the teacher sees the sampled class, its mean confidence, and how far the student is from the teacher
+    on it (top-1 agreement, and the mean KL(T || S) that the adversarial term pushes up)."""
+    x = normalized(images, teacher, mean, std)
     predicted, confidence = teacher_predictions(teacher, images, mean, std)
     row = {
-        "loss_bn": bn_statistics_loss(teacher, normalized(images, teacher, mean, std)),
+        "loss_bn": bn_statistics_loss(teacher, x),
         "teacher hits target class %": 100 * (predicted == targets.cpu()).float().mean().item(),
         "mean teacher confidence %": 100 * confidence.mean().item(),
     }
     if student is not None:
         row["student agrees with teacher %"] = agreement(student, teacher, images, mean, std)
+        row["KL(teacher || student)"] = kl_divergence(predict(student, x), predict(teacher, x)).mean().item()
     return row

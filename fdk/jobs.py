@@ -76,8 +76,8 @@ def resume(out_dir, device="auto", progress=True, job: str | None = None) -> Dis
 def evaluate_job(weights, data_root, dataset=None, split="test", arch=None, num_classes=None, download=False,
                  device="auto") -> dict:  # fmt: skip
     """Top-1/top-5 and CE of a weights file on a real split; dataset defaults to the file's metadata."""
-    from fdk.data import dataset_spec
     from fdk.evaluate import evaluate
+    from fdk.inputs import dataset_spec
     from fdk.utils import resolve_device
 
     if not data_root:

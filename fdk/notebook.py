@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from fdk.data import ImageTensors, InputSpec, find_split
+from fdk.data import ImageTensors, find_split
+from fdk.inputs import InputSpec
 from fdk.models import EMBEDDED_TEACHER, load_model
 from fdk.utils import ROOT, resolve_device, seed_everything
 

@@ -21,9 +21,8 @@ from typing import ClassVar
 
 import torch
 
-import fdk
 from fdk.checkpoint import atomic_save, atomic_write, file_sha256, load_checkpoint
-from fdk.utils import ROOT, FdkError, Timer, rng_state, set_rng_state
+from fdk.utils import ROOT, VERSION, FdkError, Timer, rng_state, set_rng_state
 
 
 @dataclass(kw_only=True)
@@ -76,7 +75,7 @@ class RunFolder:
             "config": dataclasses.asdict(config),
             "teacher": teacher,
             **extra,
-            "fdk": fdk.__version__,
+            "fdk": VERSION,
             "commit": git_commit(),
             "machine": machine_info(),
         }

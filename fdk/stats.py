@@ -19,8 +19,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fdk.checkpoint import atomic_write, file_sha256, read_metadata
-from fdk.data import DATA_STATS, ImageTensors, batches, dataset_spec, load_split
+from fdk.data import ImageTensors, batches, load_split
 from fdk.evaluate import normalized
+from fdk.inputs import DATA_STATS, dataset_spec
 from fdk.models import load_model
 from fdk.utils import FdkError, resolve_device
 
@@ -90,6 +91,18 @@ def load_statistics(path, teacher_file=None) -> tuple[dict[str, torch.Tensor], d
     return stats, meta
 
 
+def find_statistics(teacher) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The stored statistics of a teacher from `load_model`, or None when data_stats/ has none for that
+    very file (they are keyed by its SHA-256: retrained weights need `fdk stats` again)."""
+    source, spec, arch = (getattr(teacher, name, None) for name in ("source_file", "input_spec", "arch"))
+    if source is None or spec is None or arch is None or not stats_path(spec.name, arch).exists():
+        return None
+    try:
+        return load_statistics(stats_path(spec.name, arch), teacher_file=source)
+    except FdkError:
+        return None
+
+
 def _sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
     values, vectors = torch.linalg.eigh(matrix)
     return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
@@ -134,15 +147,15 @@ def score_images(teacher, images: torch.Tensor, stats: dict, mean, std) -> dict:
     }
 
 
-def compute_and_save(teacher_file, data_root, dataset="cifar10", split="train", arch=None, device="auto"):
-    """`fdk stats`: statistics of the teacher's features on a real split, written to data_stats/."""
+def compute_and_save(teacher_file, data_root, dataset="cifar10", split="train", arch=None, device="auto", path=None):
+    """`fdk stats`: statistics of the teacher's features on a real split, written to data_stats/ (or path)."""
     device = resolve_device(device)
     info = dataset_spec(dataset)
     teacher = load_model(teacher_file, arch, info.num_classes).to(device)
     arch = arch or read_metadata(teacher_file)["arch"]  # load_model needs one of the two
     data = load_split(data_root, dataset, split)
     stats = feature_statistics(teacher, data, info.mean, info.std, info.num_classes)
-    path = stats_path(dataset, arch)
+    path = path or stats_path(dataset, arch)
     save_statistics(
         stats,
         path,

@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 
 from fdk.checkpoint import save_weights
 from fdk.config import from_dict, option, to_dict
-from fdk.data import batches, dataset_spec, load_split
+from fdk.data import batches, load_split
 from fdk.evaluate import evaluate
+from fdk.inputs import dataset_spec
 from fdk.models import check_architecture, create_model
 from fdk.run import RunFolder, RunState, git_commit
 from fdk.utils import AMP_MODES, FdkError, autocast, resolve_device, seed_everything
@@ -81,9 +82,11 @@ def train_teacher(
     resume: bool = False,
     progress: bool = True,
     stop_after_epoch: int | None = None,
+    on_epoch=None,
 ) -> dict:
     """Train `cfg.arch` on `cfg.dataset` from `data_root` into the run folder `out_dir`; returns the final
     test metrics. resume: continue the run in out_dir (its saved config must equal cfg).
+    on_epoch(record): called after each epoch's checkpoint; returning True ends the run there, resumable.
     stop_after_epoch: end early, as if interrupted (tests)."""
     device = resolve_device(device)
     folder = RunFolder(out_dir)
@@ -133,7 +136,7 @@ def train_teacher(
         if not math.isfinite(train_loss):
             raise FdkError(f"training loss became {train_loss} in epoch {epoch}; last good checkpoint kept")
         metrics = evaluate(model, test, spec.mean, spec.std, amp=cfg.amp)
-        folder.log(
+        record = dict(
             epoch=epoch,
             train_loss=train_loss,
             train_top1=100.0 * correct.item() / (steps_per_epoch * cfg.batch_size),
@@ -142,9 +145,12 @@ def train_teacher(
             lr=optimizer.param_groups[0]["lr"],
             seconds=time.perf_counter() - started,
         )
+        folder.log(**record)
         bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}", test_top1=f"{metrics['top1']:.2f}")
         state.epoch, state.summary = epoch, {"test": metrics}
         folder.save(state)
+        if on_epoch is not None and on_epoch(record):
+            break
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     bar.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+VERSION = "0.2.0"
 ROOT = Path(__file__).resolve().parents[1]  # the repository (fdk is installed editable)
 AMP_MODES = ("off", "bf16", "auto")
 

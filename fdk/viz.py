@@ -237,3 +237,27 @@ class BNStatisticsView:
 
     def _ipython_display_(self):
         display(self.widget)
+
+
+def figure1_chart(results: dict) -> go.Figure:
+    """The paper's Figure 1 from a benchmarks/figure1.py results file: final accuracy against total
+    synthesis time (left) and each run's accuracy against synthesis time so far (right), log time axes."""
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("final accuracy vs synthesis time",
+                                                           "accuracy during the run vs synthesis time so far"))  # fmt: skip
+    for name, run in results["runs"].items():
+        symbol = (
+            "square"
+            if run["method"] == "deepinversion"
+            else ("circle" if run["method"] == "fast_meta" else "triangle-up")
+        )
+        figure.add_scatter(x=[run["synth_seconds"]], y=[run["final_top1"]], mode="markers", name=name,
+                           marker=dict(symbol=symbol, size=11), legendgroup=name, row=1, col=1)  # fmt: skip
+        seconds, top1 = zip(*run["curve"])
+        figure.add_scatter(x=seconds, y=top1, mode="lines+markers", name=name, marker=dict(symbol=symbol, size=5),
+                           legendgroup=name, showlegend=False, row=1, col=2)  # fmt: skip
+    figure.update_xaxes(type="log", title_text="synthesis seconds (log)")
+    figure.update_yaxes(title_text="student test top-1 (%)")
+    figure.update_layout(height=420, title=results["what"])
+    return figure

@@ -5,7 +5,6 @@ system browser, so no browser download is needed. The screenshot goes to runs/br
 """
 
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -61,7 +60,7 @@ def jupyterlab(tmp_path):
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={served}", "--allow-root"],
+         f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={served}", "--allow-root", "--expose-app-in-browser"],
         env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "jupyter.log", "w"),
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -79,44 +78,61 @@ def jupyterlab(tmp_path):
     server.wait(timeout=30)
 
 
-def _wait_until_all_cells_ran(page, timeout: float) -> None:
-    """Poll the prompts; fail at once with the error text if a cell raised (Run All then stops)."""
+# JupyterLab's own state, read through window.jupyterapp (--expose-app-in-browser): no waiting on time,
+# no clicks that a dialog could intercept.
+NOTEBOOK_STATE = """() => {
+    const app = window.jupyterapp;
+    const panel = app && app.shell.currentWidget;
+    if (!panel || !panel.sessionContext || !panel.content) return {ready: false};
+    const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+    const cells = [...panel.content.widgets].filter(c => c.model.type === 'code');
+    const errors = cells.flatMap(c => [...Array(c.model.outputs.length).keys()].map(i => c.model.outputs.get(i).toJSON()))
+        .filter(o => o.output_type === 'error').map(o => o.ename + ': ' + o.evalue);
+    return {
+        ready: !!kernel && kernel.connectionStatus === 'connected' && panel.sessionContext.isReady,
+        status: kernel ? kernel.status : 'none',
+        executed: cells.filter(c => c.model.executionCount !== null).length,
+        running: cells.filter(c => (c.node.querySelector('.jp-InputPrompt') || {}).textContent?.includes('*')).length,
+        cells: cells.length,
+        errors,
+    };
+}"""
+
+
+def _answer_dialogs(page) -> list[str]:
+    """Accept JupyterLab's modal dialogs (kernel choice: the default Python kernel; build or restart
+    prompts: dismiss) so none blocks the notebook; returns their titles."""
+    titles = []
+    for dialog in page.locator(".jp-Dialog").all():
+        title = dialog.locator(".jp-Dialog-header").inner_text(timeout=2000)
+        titles.append(title)
+        if "kernel" in title.lower():
+            dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+        else:
+            dialog.locator(".jp-Dialog-button.jp-mod-reject").first.click()
+    return titles
+
+
+def _wait_for(page, predicate, timeout: float, what: str) -> dict:
+    """Poll the notebook's state (answering dialogs) until predicate(state) holds."""
     deadline = time.time() + timeout
+    state = {}
     while time.time() < deadline:
-        time.sleep(3)
-        prompts = page.evaluate(
-            "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(p => p.textContent)"
-        )
-        errors = page.evaluate(
-            "() => [...document.querySelectorAll('.jp-OutputArea-output[data-mime-type=\"application/"
-            "vnd.jupyter.stderr\"]')].map(e => e.textContent).filter(t => /Error|Traceback/.test(t))"
-        )
-        assert not errors, f"a notebook cell failed in the browser: {errors[0][-1500:]}"
-        if prompts and all(re.fullmatch(r"\[\d+\]:", t.strip()) for t in prompts):
-            return
-        status = page.evaluate("() => document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status")
-        if status == "idle" and any(t.strip() == "[ ]:" for t in prompts):
-            page.screenshot(path=str(REPO / "runs" / "browser" / "01_failed.png"))
-            pytest.fail(f"the run stopped before the end (prompts {prompts}); see runs/browser/01_failed.png")
-    pytest.fail(f"the notebook did not finish within {timeout} s")
+        _answer_dialogs(page)
+        state = page.evaluate(NOTEBOOK_STATE)
+        assert not state.get("errors"), f"a notebook cell failed in the browser: {state['errors']}"
+        if predicate(state):
+            return state
+        page.wait_for_timeout(1000)
+    page.screenshot(path=str(REPO / "runs" / "browser" / "01_failed.png"))
+    pytest.fail(f"{what} within {timeout} s (last state {state}); see runs/browser/01_failed.png")
 
 
 def _run_all_cells(page) -> None:
-    """Run > Run All Cells, until a cell really starts: on a fresh install the first kernel start can
-    outlast the idle indicator, and a Run All issued before the kernel is connected does nothing."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    started = "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"
-    for _ in range(3):
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        try:
-            page.wait_for_function(started, timeout=60_000)
-            return
-        except PlaywrightTimeout:
-            continue
-    page.screenshot(path=str(REPO / "runs" / "browser" / "01_failed.png"))
-    pytest.fail("Run All Cells started no cell in 3 tries; see runs/browser/01_failed.png")
+    """Wait for a connected, idle kernel, then Run All through the command registry; check it started."""
+    _wait_for(page, lambda s: s.get("ready") and s["status"] == "idle", 300, "the kernel was not ready")
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    _wait_for(page, lambda s: s["executed"] > 0 or s["running"] > 0, 120, "Run All started no cell")
 
 
 def _gallery_state(page):
@@ -139,11 +155,11 @@ def test_notebook_01_gallery_in_chromium(jupyterlab):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(f"{jupyterlab}/lab/tree/01_bn_inversion.ipynb?token={TOKEN}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget", timeout=180_000)
         _run_all_cells(page)
         # The gallery needs the kernel to answer the slider, so wait for the whole notebook (smoke: minutes).
-        _wait_until_all_cells_ran(page, timeout=900)
+        _wait_for(page, lambda s: s["executed"] == s["cells"] and s["running"] == 0 and s["status"] == "idle",
+                  1200, "the notebook did not finish")  # fmt: skip
         gallery = page.locator(".fdk-gallery")
         gallery.scroll_into_view_if_needed()
         before = _gallery_state(page)

@@ -51,7 +51,7 @@ def test_safetensors_round_trip_with_metadata(tmp_path):
 
 
 def test_input_contract_round_trips_through_the_metadata(tmp_path):
-    from fdk.data import InputSpec
+    from fdk.inputs import InputSpec
 
     spec = InputSpec(name="mine", num_classes=5, image_size=24, mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.5),
                      classes=("a", "b", "c", "d", "e"))  # fmt: skip

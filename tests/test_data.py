@@ -5,7 +5,8 @@ import pytest
 import torch
 import torchvision
 
-from fdk.data import batches, dataset_spec, load_split, pack_split
+from fdk.data import batches, load_split, pack_split
+from fdk.inputs import dataset_spec
 from fdk.utils import FdkError
 from tests.conftest import CIFAR10_CLASSES, write_class_folders
 

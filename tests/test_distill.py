@@ -38,7 +38,9 @@ def tiny_teacher():
 def state(result):
     out = {f"student.{k}": v for k, v in result.student.state_dict().items()}
     synth = result.synthesizer
-    out.update({f"generator.{k}": v for k, v in synth.generator.state_dict().items()} if hasattr(synth, "generator") else {})
+    out.update(
+        {f"generator.{k}": v for k, v in synth.generator.state_dict().items()} if hasattr(synth, "generator") else {}
+    )
     out.update({f"bn_ema.{i}": v for i, v in enumerate(synth.bn_loss.var_ema) if v is not None})
     out["bank"] = result.bank.images
     return out

@@ -1,8 +1,9 @@
 import pytest
 
 from fdk.checkpoint import read_metadata
-from fdk.data import dataset_spec, load_split
+from fdk.data import load_split
 from fdk.evaluate import evaluate
+from fdk.inputs import dataset_spec
 from fdk.models import EMBEDDED_TEACHER, load_model
 
 RECORDED_TOP1 = 91.67  # weights/README.md

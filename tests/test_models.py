@@ -1,4 +1,4 @@
-"""The zoo against the upstream layouts written down from the reference doc (§4.2), not from code; the totals for
+"""The zoo against the upstream layouts written down from the upstream layout notes (docs/method.md §10), not from code; the totals for
 resnet50, mobilenetv2 and shufflenetv2 (absent from the doc) were measured from upstream's classes."""
 
 import pytest
@@ -193,7 +193,7 @@ LAYOUTS = {
     "shufflenetv2": lambda c: shufflenetv2_layout(c),
 }
 
-# (state_dict entries, BN layers, params C-10, params C-100), from the reference doc's tables (§4.2)
+# (state_dict entries, BN layers, params C-10, params C-100), from the upstream layout tables (docs/method.md §10)
 DOC_TOTALS = {
     "resnet18": (122, 20, 11_173_962, 11_220_132),
     "resnet34": (218, 36, 21_282_122, 21_328_292),

@@ -5,9 +5,10 @@ One run serves both tests; the real-accuracy test skips up front when CIFAR-10 i
 
 import pytest
 
-from fdk.data import dataset_spec, find_split
+from fdk.data import find_split
 from fdk.distill import distill, heldout_agreement
 from fdk.evaluate import evaluate
+from fdk.inputs import dataset_spec
 from fdk.models import EMBEDDED_TEACHER, create_model, load_model
 from fdk.presets import PRESETS
 from fdk.utils import seed_everything

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from fdk.checkpoint import save_weights
-from fdk.data import dataset_spec, load_split
+from fdk.data import load_split
+from fdk.inputs import dataset_spec
 from fdk.models import create_model
 from fdk.stats import (
     class_coverage,

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fdk.augment import normalize
-from fdk.data import InputSpec
 from fdk.generator import DeepGenerator, Generator, reset_l0
 from fdk.hooks import BNStatisticsLoss
+from fdk.inputs import InputSpec
 from fdk.losses import one_hot_loss
 from fdk.methods import make_synthesizer
 from fdk.methods.base import KeepBest
@@ -279,7 +279,7 @@ def test_sample_changes_nothing(teacher, method):
 
 def _flatten(state, prefix=""):
     out = {}
-    for key, value in (state.items() if isinstance(state, dict) else enumerate(state)):
+    for key, value in state.items() if isinstance(state, dict) else enumerate(state):
         name = f"{prefix}{key}"
         if isinstance(value, dict | list | tuple):
             out.update(_flatten(value, name + "."))

@@ -4,11 +4,13 @@ Adding a method means adding a file with a `Synthesizer` subclass (fdk/methods/b
 implements) and an entry here; `DistillConfig.method` and `fdk distill --set method=...` then find it.
 """
 
+from fdk.inputs import dataset_spec
 from fdk.methods.base import SynthConfig, Synthesized, Synthesizer, synth_part
 from fdk.methods.deepinversion import DeepInversionSynthesizer
 from fdk.methods.fast import SequentialSynthesizer
 from fdk.methods.fast_meta import FastMetaSynthesizer
 from fdk.methods.no_reuse import NoReuseSynthesizer
+from fdk.utils import FdkError
 
 METHODS: dict[str, type[Synthesizer]] = {
     "fast_meta": FastMetaSynthesizer,  # FastDFKD: meta reuse (Fig. 2c)
@@ -18,17 +20,21 @@ METHODS: dict[str, type[Synthesizer]] = {
 }
 
 
+def check_method(name: str) -> None:
+    if name not in METHODS:
+        raise FdkError(f"method={name!r} is not valid; choose one of {', '.join(METHODS)}")
+
+
 def make_synthesizer(cfg: SynthConfig, teacher, inputs=None) -> Synthesizer:
     """The synthesizer named by cfg.method, on the teacher's device, given the part of cfg it uses.
 
     inputs: the teacher's input contract (fdk.InputSpec); default: the one `load_model` attached to
     the teacher, else the spec of `cfg.dataset`.
     """
-    from fdk.data import dataset_spec
-
+    check_method(cfg.method)
     if inputs is None:
         inputs = getattr(teacher, "input_spec", None) or dataset_spec(getattr(cfg, "dataset", "cifar10"))
     return METHODS[cfg.method](synth_part(cfg), teacher, inputs)
 
 
-__all__ = ["METHODS", "SynthConfig", "Synthesized", "Synthesizer", "make_synthesizer", "synth_part"]
+__all__ = ["METHODS", "check_method", "SynthConfig", "Synthesized", "Synthesizer", "make_synthesizer", "synth_part"]

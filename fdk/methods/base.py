@@ -19,8 +19,8 @@ import torch.nn as nn
 
 from fdk.augment import quantize
 from fdk.config import option
-from fdk.data import InputSpec
 from fdk.hooks import BNStatisticsLoss
+from fdk.inputs import InputSpec
 from fdk.losses import adversarial_loss, one_hot_loss
 from fdk.utils import AMP_MODES, FdkError, autocast, rng_restored
 
@@ -41,7 +41,9 @@ class SynthConfig:
     w_adv: float = option(1.1, "weight of loss_adv, the adversarial term")
     bn_mmt: float = option(0.9, "BN-statistics momentum lambda (0 = plain DeepInversion)")
     reset_l0: bool = option(True, "fast_meta: re-initialise the generator's first layers once (docs/method.md §3.5)")
-    reset_l0_call: int = option(140, "fast_meta: the synthesis call (1-based) at which reset_l0 fires (upstream 120 + warmup)")
+    reset_l0_call: int = option(
+        140, "fast_meta: the synthesis call (1-based) at which reset_l0 fires (upstream 120 + warmup)"
+    )
     nz: int = option(256, "latent size of the generator")
     ngf: int = option(64, "generator width")
     deepinv_keep: str = option("last", "deepinversion banks: last (upstream: the final, clipped pixels) or best")
@@ -51,10 +53,7 @@ class SynthConfig:
     channels_last: bool = option(True, "channels_last memory format for teacher, student and generator")
 
     def __post_init__(self):
-        from fdk.methods import METHODS
-
         checks = {
-            "method": (self.method, tuple(METHODS)),
             "meta": (self.meta, ("maml", "reptile")),
             "deepinv_keep": (self.deepinv_keep, ("last", "best")),
             "deepinv_flip": (self.deepinv_flip, ("batch", "sample")),

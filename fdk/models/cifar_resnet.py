@@ -1,4 +1,4 @@
-"""CIFAR ResNet-18/34/50 (the DAFL variant used by the upstream zoo, reference doc §4.2).
+"""CIFAR ResNet-18/34/50 (the DAFL variant used by the upstream zoo, docs/method.md §10).
 
 3x3 stem with stride 1 and no max-pool, so a 32x32 input reaches layer4 at 4x4. The head is called
 `linear` (not `fc`) and the projection shortcut is `shortcut.{0,1}`: both names are part of the

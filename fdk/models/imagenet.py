@@ -13,7 +13,6 @@ from torchvision.models import MobileNetV2, ResNet
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from fdk.checkpoint import load_state_dict_file
-from fdk.models.loading import load_weights
 from fdk.utils import FdkError
 
 
@@ -45,7 +44,13 @@ def _load_weights(model: torch.nn.Module, name: str, weights: str | None) -> tor
     if weights is None:
         return model
     if Path(weights).exists():
-        load_weights(model, load_state_dict_file(weights), name=name)
+        try:
+            model.load_state_dict(load_state_dict_file(weights))
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[1] if "\n" in str(error) else str(error)
+            raise FdkError(
+                f"{weights} does not fit {name} ({first.strip()}); is it torchvision's {name} file?"
+            ) from None
         return model
     enum = torchvision.models.get_model_weights(_TORCHVISION_NAMES[name])
     try:

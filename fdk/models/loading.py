@@ -1,8 +1,9 @@
 """Load weights into zoo models: a strict fit check with a one-line error that names the likely fix.
 
 `load_model(path)` reads the file (fdk.checkpoint: file I/O only), builds the architecture its metadata
-or the caller names, and attaches the teacher's input contract as `model.input_spec` (the way timm
-attaches `pretrained_cfg`), plus `model.source_file` for run records.
+or the caller names, and attaches what the weights say about themselves, the way timm attaches
+`pretrained_cfg`: `model.input_spec` (the input contract, docs/method.md §9), `model.arch` and
+`model.source_file` (for run records and data_stats lookups).
 """
 
 from pathlib import Path
@@ -11,7 +12,8 @@ import torch
 import torch.nn as nn
 
 from fdk.checkpoint import load_state_dict_file, read_metadata
-from fdk.data import InputSpec
+from fdk.inputs import InputSpec
+from fdk.models.zoo import CIFAR_MODELS, create_model
 from fdk.utils import ROOT, FdkError
 
 # The embedded CIFAR-10 teacher: resnet20, trained with `fdk train-teacher --recipe cpu` (weights/README.md).
@@ -54,8 +56,6 @@ def _shortlist(items: list[str], n: int = 6) -> str:
 
 def guess_architecture(state: dict) -> str | None:
     """Which zoo model(s) and num_classes a state dict fits exactly, as text, or None."""
-    from fdk.models import CIFAR_MODELS
-
     num_classes = head_classes(state)
     if num_classes is None:
         return None
@@ -84,8 +84,6 @@ def load_model(path, arch: str | None = None, num_classes: int | None = None, in
     arch and num_classes default to the file's metadata (fdk safetensors) or to what its head says;
     `inputs` overrides the input contract stored with the weights (mean/std, image size, classes).
     """
-    from fdk.models import create_model
-
     state = load_state_dict_file(path)
     meta = read_metadata(path)
     arch = arch or meta.get("arch")
@@ -96,6 +94,5 @@ def load_model(path, arch: str | None = None, num_classes: int | None = None, in
     num_classes = num_classes or meta.get("num_classes") or head_classes(state) or (spec.num_classes if spec else 10)
     model = create_model(arch, num_classes)
     load_weights(model, state, name=f"{arch} (num_classes={num_classes})")
-    model.input_spec = spec
-    model.source_file = str(Path(path))
+    model.arch, model.input_spec, model.source_file = arch, spec, str(Path(path))
     return model.eval()

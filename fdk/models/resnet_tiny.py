@@ -1,4 +1,4 @@
-"""Small CIFAR ResNets resnet8/20/32/56/110, resnet8x4, resnet32x4 (RepDistiller variant, reference doc §4.2).
+"""Small CIFAR ResNets resnet8/20/32/56/110, resnet8x4, resnet32x4 (RepDistiller variant, docs/method.md §10).
 
 depth = 6n + 2 with n basic blocks per stage; three stages of widths w1, w2, w3 after a w0 stem.
 A stage's first block gets a 1x1-conv projection (`downsample.{0,1}`) when its stride or width changes.

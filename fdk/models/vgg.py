@@ -1,4 +1,4 @@
-"""VGG-8/11/13 with BatchNorm (the RepDistiller variant used by the upstream zoo, reference doc §4.2).
+"""VGG-8/11/13 with BatchNorm (the RepDistiller variant used by the upstream zoo, docs/method.md §10).
 
 Five conv blocks; inside a block each conv is [Conv3x3(bias), BN, ReLU] except that the block's last
 ReLU is dropped and applied in `forward` instead (this keeps the upstream key indices: block2.0/1 and

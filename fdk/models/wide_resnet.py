@@ -1,4 +1,4 @@
-"""Wide ResNets WRN-depth-k (the ZSKT variant used by the upstream zoo, reference doc §4.2).
+"""Wide ResNets WRN-depth-k (the ZSKT variant used by the upstream zoo, docs/method.md §10).
 
 Pre-activation blocks; n = (depth - 4) / 6 blocks per group; widths 16, 16k, 32k, 64k. When a block
 changes width, its shortcut is a 1x1 conv (`convShortcut`) applied to the *activated* input, and that
