@@ -24,7 +24,7 @@ from fdk.checkpoint import save_weights
 from fdk.config import from_dict, to_dict
 from fdk.data import ImageTensors
 from fdk.evaluate import agreement, evaluate
-from fdk.inputs import InputSpec, dataset_spec, known_datasets
+from fdk.inputs import InputSpec, teacher_inputs
 from fdk.losses import kd_loss
 from fdk.methods import Synthesizer, make_synthesizer
 from fdk.models import create_model
@@ -61,32 +61,6 @@ class DistillResult:
         return self.state.synthesizer
 
 
-def teacher_inputs(cfg: DistillConfig, teacher: torch.nn.Module, inputs: InputSpec | None = None) -> InputSpec:
-    """The input contract to invert the teacher in, checked against the config and the teacher's outputs.
-
-    Given `inputs` wins; else the one `load_model` attached from the weights' metadata; else the spec
-    of `cfg.dataset`. A teacher that learned another dataset than the config names is an error.
-    """
-    attached = getattr(teacher, "input_spec", None)
-    if inputs is None and attached is not None and attached.name != cfg.dataset:
-        raise FdkError(
-            f"the teacher was trained on {attached.name} (its weights' metadata) but the config says "
-            f"dataset={cfg.dataset}; use a {attached.name} preset or --set dataset={attached.name}"
-        )
-    spec = inputs or attached or dataset_spec(cfg.dataset)
-    parameter = next(teacher.parameters())
-    probe = torch.zeros(2, len(spec.mean), spec.image_size, spec.image_size, device=parameter.device)
-    with torch.no_grad():
-        was_training = teacher.training
-        outputs = teacher.eval()(probe).shape[1]
-        teacher.train(was_training)
-    if outputs != spec.num_classes:
-        fits = [name for name in known_datasets() if dataset_spec(name).num_classes == outputs]
-        fix = f"--set dataset={fits[0]}" if fits else "pass the teacher's own InputSpec (distill(..., inputs=...))"
-        raise FdkError(f"the teacher outputs {outputs} classes but {spec.name} has {spec.num_classes}; {fix}")
-    return spec
-
-
 def distill(
     cfg: DistillConfig,
     teacher: torch.nn.Module,
@@ -98,16 +72,15 @@ def distill(
     resume: bool = False,
     progress: bool = True,
     on_epoch=None,
-    stop_after_epoch: int | None = None,
     run_info: dict | None = None,
 ) -> DistillResult:
     """Distil `teacher` into a new `cfg.student` without data.
 
     test: a real test split for per-epoch evaluation (optional). out_dir: the run folder (fdk/run.py;
-    None: nothing is written). inputs: the teacher's input contract (see `teacher_inputs`).
+    None: nothing is written). inputs: the teacher's input contract (fdk.inputs.teacher_inputs).
     resume: continue the run in out_dir; its saved config must equal cfg. on_epoch(record): called
-    after each epoch's checkpoint (live plots); returning True ends the run there, resumable.
-    stop_after_epoch: end early, as if interrupted (tests).
+    after each epoch's checkpoint (live plots); returning True ends the run there, resumable (as an
+    interrupt would: tests and time-limited jobs use it).
     run_info: extra JSON values for run.json (the CLI records the data folder and preset there).
     """
     device = resolve_device(device)
@@ -122,7 +95,7 @@ def distill(
                            "resume with its config (fdk distill --resume DIR reads it) or use a new out_dir")  # fmt: skip
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     teacher = teacher.to(device, memory_format=memory_format).eval()
-    spec = teacher_inputs(cfg, teacher, inputs)
+    spec = teacher_inputs(teacher, cfg.dataset, inputs)
 
     seed_everything(cfg.seed)
     student = create_model(cfg.student, spec.num_classes).to(device, memory_format=memory_format)
@@ -146,7 +119,6 @@ def distill(
     timers = state.timers
 
     bar = tqdm(range(state.epoch + 1, cfg.epochs), initial=state.epoch + 1, total=cfg.epochs, disable=not progress)
-    epoch = state.epoch
     for epoch in bar:
         started = time.perf_counter()
         kd_loss_sum, kd_iterations = torch.zeros((), device=device), 0
@@ -197,8 +169,6 @@ def distill(
         bar.set_postfix({k: f"{record[k]:.2f}" for k in ("test_top1", "agreement_new") if k in record})
         if on_epoch is not None and on_epoch(record):
             break  # the caller ends the run here, e.g. at a time limit; it resumes from this epoch
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            break
     bar.close()
 
     result = DistillResult(summary=run_summary(cfg, state), state=state)

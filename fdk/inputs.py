@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from fdk.utils import ROOT, FdkError
 
 DATA_STATS = Path(os.environ.get("FDK_DATA_STATS", ROOT / "data_stats"))
@@ -85,3 +87,29 @@ def dataset_spec(name: str) -> InputSpec:
         std=tuple(raw["std"]),
         classes=tuple(raw["classes"]),
     )
+
+
+def teacher_inputs(teacher, dataset: str, inputs: InputSpec | None = None) -> InputSpec:
+    """The input contract to invert `teacher` in, checked against the run's dataset and the teacher's outputs.
+
+    Given `inputs` wins; else the one `fdk.load_model` attached from the weights' metadata; else the spec
+    of `dataset`. A teacher whose metadata names another dataset, or whose output size differs from the
+    class count, is an error that names the fix.
+    """
+    attached = getattr(teacher, "input_spec", None)
+    if inputs is None and attached is not None and attached.name != dataset:
+        raise FdkError(
+            f"the teacher was trained on {attached.name} (its weights' metadata) but the config says "
+            f"dataset={dataset}; use a {attached.name} preset or --set dataset={attached.name}"
+        )
+    spec = inputs or attached or dataset_spec(dataset)
+    probe = torch.zeros(2, len(spec.mean), spec.image_size, spec.image_size, device=next(teacher.parameters()).device)
+    was_training = teacher.training
+    with torch.no_grad():
+        outputs = teacher.eval()(probe).shape[1]
+    teacher.train(was_training)
+    if outputs != spec.num_classes:
+        fits = [name for name in known_datasets() if dataset_spec(name).num_classes == outputs]
+        fix = f"--set dataset={fits[0]}" if fits else "pass the teacher's own InputSpec (distill(..., inputs=...))"
+        raise FdkError(f"the teacher outputs {outputs} classes but {spec.name} has {spec.num_classes}; {fix}")
+    return spec

@@ -81,13 +81,11 @@ def train_teacher(
     device="auto",
     resume: bool = False,
     progress: bool = True,
-    stop_after_epoch: int | None = None,
     on_epoch=None,
 ) -> dict:
     """Train `cfg.arch` on `cfg.dataset` from `data_root` into the run folder `out_dir`; returns the final
     test metrics. resume: continue the run in out_dir (its saved config must equal cfg).
-    on_epoch(record): called after each epoch's checkpoint; returning True ends the run there, resumable.
-    stop_after_epoch: end early, as if interrupted (tests)."""
+    on_epoch(record): called after each epoch's checkpoint; returning True ends the run there, resumable."""
     device = resolve_device(device)
     folder = RunFolder(out_dir)
     if resume:
@@ -150,8 +148,6 @@ def train_teacher(
         state.epoch, state.summary = epoch, {"test": metrics}
         folder.save(state)
         if on_epoch is not None and on_epoch(record):
-            break
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     bar.close()
     metrics = state.summary["test"]

@@ -139,7 +139,7 @@ def _gallery_state(page):
     return page.evaluate(
         """() => {
             const g = document.querySelector('.fdk-gallery');
-            return {images: [...g.querySelectorAll('img')].map(i => i.src.slice(-200)),
+            return {images: [...g.querySelectorAll('figure img')].map(i => i.src.slice(-200)),
                     captions: [...g.querySelectorAll('.fdk-caption')].map(c => c.textContent),
                     title: g.querySelector('.widget-html-content b')?.textContent};
         }"""
@@ -171,7 +171,7 @@ def test_notebook_01_gallery_in_chromium(jupyterlab):
         for _ in range(3):
             handle.press("ArrowRight")  # step 0 -> step 3 x STEPS/10
         page.wait_for_function(
-            "prev => document.querySelector('.fdk-gallery img').src.slice(-200) !== prev",
+            "prev => document.querySelector('.fdk-gallery figure img').src.slice(-200) !== prev",
             arg=before["images"][0],
             timeout=60_000,
         )

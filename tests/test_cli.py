@@ -129,7 +129,15 @@ def test_distill_then_resume_from_the_run_folder(tmp_path, capsys):
 
     cfg = override(cfg, [a for a in TINY if a != "--set"])
     assert dataclasses.asdict(cfg) == json.loads((full / "run.json").read_text())["config"]
-    distill(cfg, load_model(EMBEDDED_TEACHER), None, cut, progress=False, stop_after_epoch=0, run_info={"data": ""})
+    distill(
+        cfg,
+        load_model(EMBEDDED_TEACHER),
+        None,
+        cut,
+        progress=False,
+        on_epoch=lambda r: r["epoch"] >= 0,
+        run_info={"data": ""},
+    )
     assert not (cut / "student.safetensors").exists()
     assert main(["distill", "--resume", str(cut), "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -149,7 +157,7 @@ def test_train_then_resume_then_evaluate(tiny_cifar10, tmp_path, capsys):
     from fdk.config import override
 
     cfg = override(RECIPES["cpu"], ["arch=resnet8", "epochs=2", "batch_size=8"])
-    train_teacher(cfg, tiny_cifar10, cut, "cpu", progress=False, stop_after_epoch=0)
+    train_teacher(cfg, tiny_cifar10, cut, "cpu", progress=False, on_epoch=lambda r: r["epoch"] >= 0)
     capsys.readouterr()
     assert main(["train-teacher", "--resume", str(cut), "--no-progress"]) == 0
     a = load_model(full / "model.safetensors").state_dict()

@@ -50,7 +50,9 @@ def state(result):
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, method):
     cfg = dataclasses.replace(TINY, method=method, synth_steps=2 if method == "fast_meta" else 4)
     full = distill(cfg, tiny_teacher(), out_dir=tmp_path / "full", device="cpu", progress=False)
-    distill(cfg, tiny_teacher(), out_dir=tmp_path / "cut", device="cpu", progress=False, stop_after_epoch=0)
+    distill(
+        cfg, tiny_teacher(), out_dir=tmp_path / "cut", device="cpu", progress=False, on_epoch=lambda r: r["epoch"] >= 0
+    )
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 0
     resumed = distill(cfg, tiny_teacher(), out_dir=tmp_path / "cut", device="cpu", progress=False, resume=True)
     a, b = state(full), state(resumed)
@@ -64,7 +66,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, method):
 
 
 def test_checkpoint_holds_everything_and_the_bank_incrementally(tmp_path):
-    distill(TINY, tiny_teacher(), out_dir=tmp_path, device="cpu", progress=False, stop_after_epoch=1)
+    distill(TINY, tiny_teacher(), out_dir=tmp_path, device="cpu", progress=False, on_epoch=lambda r: r["epoch"] >= 1)
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert {"epoch", "student", "optimizer", "scheduler", "synthesizer", "bank", "rng", "seconds", "summary"} == set(
         ckpt
@@ -89,7 +91,9 @@ def test_checkpoint_size_does_not_grow_with_the_bank(tmp_path):
 def test_resume_after_a_crash_between_bank_append_and_checkpoint(tmp_path):
     """bank.u8 may hold images that no checkpoint counts (a crash after the append): resume ignores them."""
     full = distill(TINY, tiny_teacher(), out_dir=tmp_path / "full", device="cpu", progress=False)
-    distill(TINY, tiny_teacher(), out_dir=tmp_path / "cut", device="cpu", progress=False, stop_after_epoch=0)
+    distill(
+        TINY, tiny_teacher(), out_dir=tmp_path / "cut", device="cpu", progress=False, on_epoch=lambda r: r["epoch"] >= 0
+    )
     with open(tmp_path / "cut" / "bank.u8", "ab") as f:
         f.write(bytes(range(256)) * 12 * 8)  # 8 half-written images
     resumed = distill(TINY, tiny_teacher(), out_dir=tmp_path / "cut", device="cpu", progress=False, resume=True)
@@ -98,7 +102,7 @@ def test_resume_after_a_crash_between_bank_append_and_checkpoint(tmp_path):
 
 
 def test_resume_with_another_config_is_refused(tmp_path):
-    distill(TINY, tiny_teacher(), out_dir=tmp_path, device="cpu", progress=False, stop_after_epoch=0)
+    distill(TINY, tiny_teacher(), out_dir=tmp_path, device="cpu", progress=False, on_epoch=lambda r: r["epoch"] >= 0)
     with pytest.raises(FdkError, match="another config"):
         distill(dataclasses.replace(TINY, lr=0.5), tiny_teacher(), out_dir=tmp_path, device="cpu", resume=True)
 

