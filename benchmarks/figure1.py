@@ -75,6 +75,23 @@ def summarize(runs: dict) -> dict:
     return {"levels": table, "reference": f"the fastest DeepInversion run to reach each level; best: {best_deep}"}
 
 
+def markdown(results: dict) -> str:
+    """The README's table: one row per method, the time to reach each accuracy level and DeepInversion's
+    time over it."""
+    levels = results["time_to_accuracy"]["levels"]
+    head = ["method", "steps per batch", "final top-1 %", "synthesis s"] + [
+        f"s to reach {lv}% (DeepInv ÷ this)" for lv in levels
+    ]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, run in results["runs"].items():
+        cells = [name, str(run["synth_steps"]), f"{run['final_top1']:.2f}", f"{run['synth_seconds']:.0f}"]
+        for level in levels.values():
+            t, ratio = level[name]["synth_seconds"], level[name]["deepinversion_over_this"]
+            cells.append("never" if t is None else f"{t:.0f} ({ratio:.1f}×)" if ratio else f"{t:.0f}")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -157,7 +174,7 @@ def main(argv=None):
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     plot(results, args.out.with_suffix(".png"))
-    print(json.dumps(results["time_to_accuracy"], indent=1))
+    print(markdown(results))
     return results
 
 
