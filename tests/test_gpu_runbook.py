@@ -81,6 +81,21 @@ def test_teacher_job_stages_trains_across_calls_and_returns_weights_and_stats(st
     assert json.loads((tmp_path / "out3" / "result.json").read_text())["machine"]["device"] == "cpu"
 
 
+def test_teacher_fit_trains_the_epochs_that_fit_one_call(staged, tmp_path):
+    """--fit (a short GPU window): two timed epochs size the schedule; one call trains, measures, returns."""
+    work = tmp_path / "work"
+    carry(staged, work, "train-a", "train-b", "test")
+    args = ["teacher", "--tiny", "--fit", "--arch", "resnet8", "--recipe", "cpu", "--device", "cpu", "--work", str(work)]  # fmt: skip
+    result = runbook.main([*args, "--out", str(tmp_path / "out")])
+    assert result["status"] == "done" and result["fit"]["epochs"] == 3  # time for all of the tiny recipe's 3
+    assert [r["epoch"] for r in result["epochs"]] == [0, 1, 2] and result["run"]["config"]["epochs"] == 3
+    assert not (work / "runs" / "probe-resnet8").exists()
+    check_out(tmp_path / "out")
+    shutil.rmtree(work / "runs" / "teacher-resnet8")
+    short = runbook.main([*args, "--out", str(tmp_path / "out2"), "--minutes", "1"])
+    assert short["fit"]["epochs"] == 1  # 60 s are kept for the statistics: one epoch is the floor
+
+
 def test_distill_job_resumes_across_calls(staged, tmp_path):
     work = tmp_path / "work"
     carry(staged, work, "test")

@@ -28,13 +28,14 @@ import torch
 from PIL import Image
 
 import fdk
-from fdk.config import override
+from fdk.config import from_dict, override
 from fdk.data import ImageTensors, pack_split
 from fdk.run import machine_info, read_run
 
 REPO = Path(__file__).resolve().parents[2]
 MOSAIC_COLUMNS = 100
 MAX_OUT_BYTES = 15 * 2**20  # $OUT takes files up to 16 MB: larger artifacts travel in parts of 15 MiB
+FIT_RESERVE_SECONDS = 60  # teacher --fit: the feature statistics, the weights and the margin of time_is_up
 
 
 # --- staging: CIFAR-10 as lossless WebP mosaics, in three carry groups of under 64 MiB ----------------------
@@ -190,7 +191,11 @@ def job_teacher(args, job: Job, device) -> None:
         cfg = override(cfg, ["epochs=3", "batch_size=16"])
     folder = work / "runs" / f"teacher-{cfg.arch}"
     resume = (folder / "checkpoint.pt").exists()
-    job.print(f"teacher {cfg.arch}: {'resuming' if resume else 'starting'} in {folder}")
+    if args.fit and resume:
+        cfg = from_dict(type(cfg), read_run(folder)["info"]["config"])  # the epochs fitted by the first call
+    elif args.fit:
+        cfg = _fit_epochs(cfg, job, work, device)
+    job.print(f"teacher {cfg.arch}: {'resuming' if resume else 'starting'} {cfg.epochs} epochs in {folder}")
     fdk.train_teacher(cfg, work / "cifar10", folder, device, resume=resume, progress=False, on_epoch=job.time_is_up)
     job.result.update(_run_record(folder))
     job.result["job_seconds"] = _job_seconds(folder, time.perf_counter() - job.started)
@@ -202,6 +207,23 @@ def job_teacher(args, job: Job, device) -> None:
     fdk.stats.compute_and_save(weights, work / "cifar10", "cifar10", "train", cfg.arch, device, path=stats)
     job.result["files"] = job.keep(weights, f"cifar10_{cfg.arch}.safetensors") + job.keep(stats)
     job.result["status"] = "done"
+
+
+def _fit_epochs(cfg, job: Job, work: Path, device):
+    """--fit: a window too short for the recipe's schedule (a 15-minute lease) gets the same recipe over
+    fewer epochs, as many as fit this command: time two epochs of a throwaway run, then leave a minute
+    for the statistics and the weights. The cosine decay ends at the fitted epoch count."""
+    probe = work / "runs" / f"probe-{cfg.arch}"
+    shutil.rmtree(probe, ignore_errors=True)
+    started = time.perf_counter()
+    fdk.train_teacher(override(cfg, ["epochs=2"]), work / "cifar10", probe, device, progress=False)
+    epoch_seconds = (time.perf_counter() - started) / 2  # loading and warm-up included: on the safe side
+    shutil.rmtree(probe)
+    left = job.budget - (time.perf_counter() - job.started) - FIT_RESERVE_SECONDS
+    epochs = max(1, min(cfg.epochs, int(left / epoch_seconds)))
+    job.result["fit"] = {"recipe_epochs": cfg.epochs, "epochs": epochs, "probe_epoch_seconds": epoch_seconds}
+    job.print(f"fit: {epoch_seconds:.1f} s per epoch measured, {epochs} of the recipe's {cfg.epochs} epochs fit")
+    return override(cfg, [f"epochs={epochs}"])
 
 
 def job_distill(args, job: Job, device) -> None:
@@ -282,6 +304,9 @@ def main(argv=None) -> dict | None:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     sub.choices["teacher"].add_argument("--arch", default="wrn40_2")
     sub.choices["teacher"].add_argument("--recipe", default="gpu")
+    sub.choices["teacher"].add_argument(
+        "--fit", action="store_true", help="as many of the recipe's epochs as fit this one command (timed first)"
+    )
     sub.choices["distill"].add_argument("--preset", default="cifar10/wrn40_2-wrn16_2/fast5")
     sub.choices["distill"].add_argument("--teacher-file", help="default weights/cifar10_<teacher>.safetensors")
     for p in sub.choices.values():
