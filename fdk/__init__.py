@@ -11,20 +11,28 @@ The public API, in the order a run uses it (docs/method.md explains the method):
     synthesizer = fdk.make_synthesizer(cfg, teacher)                    # one method on its own
     batch = synthesizer.synthesize(student)                             # a call of a run
     preview = synthesizer.sample()                                      # the same, changing nothing
+
+Segmentation (docs/method.md §12): the same calls with a dense teacher and a SegTensors split, e.g.
+`fdk.load_model(fdk.EMBEDDED_SEG_TEACHER)`, `fdk.get_preset("smoke/segmentation")`,
+`fdk.load_task_split(data_root, "cifar_scenes", "test")`; runs report `final_miou`.
 """
 
 from fdk import notebook, stats
 from fdk.bank import SyntheticBank
 from fdk.config import override
-from fdk.data import ImageTensors, find_split, load_split
+from fdk.data import ImageTensors, SegTensors, find_split, load_split
 from fdk.distill import DistillResult, distill, heldout_agreement
-from fdk.evaluate import agreement, batch_metrics, evaluate, teacher_predictions
+from fdk.evaluate import agreement, batch_metrics, evaluate, evaluate_task, teacher_predictions
 from fdk.inputs import InputSpec, dataset_spec
 from fdk.jobs import resume
 from fdk.methods import METHODS, SynthConfig, make_synthesizer
-from fdk.models import EMBEDDED_TEACHER, MODELS, create_model, load_model
+from fdk.models import EMBEDDED_SEG_TEACHER, EMBEDDED_TEACHER, MODELS, create_model, load_model
 from fdk.presets import PRESETS, DistillConfig, get_preset
+from fdk.reference import distill_on_images, untrained_score
 from fdk.run import read_run
+from fdk.scenes import make_scenes
+from fdk.segdata import find_task_split, load_nyuv2, load_task_split
+from fdk.segmetrics import evaluate_segmentation
 from fdk.train import RECIPES, TeacherConfig, train_teacher
 from fdk.utils import VERSION as __version__
 from fdk.utils import FdkError, resolve_device, seed_everything
@@ -33,6 +41,7 @@ __all__ = [
     "__version__",
     "notebook",
     "stats",
+    "EMBEDDED_SEG_TEACHER",
     "EMBEDDED_TEACHER",
     "METHODS",
     "MODELS",
@@ -42,6 +51,7 @@ __all__ = [
     "DistillResult",
     "FdkError",
     "ImageTensors",
+    "SegTensors",
     "InputSpec",
     "SynthConfig",
     "SyntheticBank",
@@ -51,12 +61,19 @@ __all__ = [
     "create_model",
     "dataset_spec",
     "distill",
+    "distill_on_images",
     "evaluate",
+    "evaluate_segmentation",
+    "evaluate_task",
     "find_split",
+    "find_task_split",
     "get_preset",
     "heldout_agreement",
     "load_model",
+    "load_nyuv2",
     "load_split",
+    "load_task_split",
+    "make_scenes",
     "make_synthesizer",
     "override",
     "read_run",
@@ -65,4 +82,5 @@ __all__ = [
     "seed_everything",
     "teacher_predictions",
     "train_teacher",
+    "untrained_score",
 ]

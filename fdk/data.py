@@ -45,6 +45,22 @@ class ImageTensors:
         return ImageTensors(self.images.to(device), self.labels.to(device), self.classes)
 
 
+@dataclass
+class SegTensors:
+    """A decoded segmentation split (docs/method.md §12): images (N, 3, H, W) uint8 and label maps (N, H, W)
+    uint8 (255 = unlabelled), on any device. fdk.segdata loads them; fdk.scenes makes them."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def to(self, device) -> "SegTensors":
+        return SegTensors(self.images.to(device), self.masks.to(device), self.classes)
+
+
 def expected_layout(root, dataset: str, split: str) -> str:
     torchvision_folder = TORCHVISION_FOLDERS.get(dataset, "<torchvision files>")
     return (

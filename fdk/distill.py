@@ -22,10 +22,10 @@ from tqdm.auto import tqdm
 from fdk.bank import SyntheticBank
 from fdk.checkpoint import save_weights
 from fdk.config import from_dict, to_dict
-from fdk.data import ImageTensors
-from fdk.evaluate import agreement, evaluate
+from fdk.data import ImageTensors, SegTensors
+from fdk.evaluate import agreement, evaluate_task, headline_metric
 from fdk.inputs import InputSpec, teacher_inputs
-from fdk.losses import kd_loss
+from fdk.losses import kd_loss, l1_logit_loss
 from fdk.methods import Synthesizer, make_synthesizer
 from fdk.models import create_model
 from fdk.presets import DistillConfig
@@ -45,7 +45,7 @@ class DistillState(RunState):
 
 @dataclass
 class DistillResult:
-    summary: dict  # JSON: final and best test top-1, seconds per phase, images synthesised, ...
+    summary: dict  # JSON: final and best test top-1 (mIoU for segmentation), seconds per phase, images, ...
     state: DistillState  # the live objects: student, synthesizer, bank, optimiser, ...
 
     @property
@@ -64,7 +64,7 @@ class DistillResult:
 def distill(
     cfg: DistillConfig,
     teacher: torch.nn.Module,
-    test: ImageTensors | None = None,
+    test: ImageTensors | SegTensors | None = None,
     out_dir=None,
     *,
     inputs: InputSpec | None = None,
@@ -96,6 +96,7 @@ def distill(
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     teacher = teacher.to(device, memory_format=memory_format).eval()
     spec = teacher_inputs(teacher, cfg.dataset, inputs)
+    metric = headline_metric(spec)  # top1, or miou for segmentation (docs/method.md §12)
 
     seed_everything(cfg.seed)
     student = create_model(cfg.student, spec.num_classes).to(device, memory_format=memory_format)
@@ -107,7 +108,7 @@ def distill(
         synthesizer=make_synthesizer(cfg, teacher, spec),
         bank=SyntheticBank(device, cfg.bank_capacity, folder.bank_file if folder else None),
         timers={name: Timer(device) for name in ("synth", "kd", "eval")},
-        summary={"best_top1": None, "best_epoch": None, "final_top1": None, "wall_seconds": 0.0},
+        summary={f"best_{metric}": None, "best_epoch": None, f"final_{metric}": None, "wall_seconds": 0.0},
     )
     if folder and resume:
         folder.resume(state)
@@ -147,11 +148,11 @@ def distill(
         summary = state.summary
         if test is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs - 1):
             with timers["eval"]:
-                metrics = evaluate(student, test, spec.mean, spec.std, amp=cfg.amp)
+                metrics = evaluate_task(student, test, spec, amp=cfg.amp)
             record.update({f"test_{k}": v for k, v in metrics.items()})
-            summary["final_top1"] = record["test_top1"]
-            if summary["best_top1"] is None or record["test_top1"] > summary["best_top1"]:
-                summary["best_top1"], summary["best_epoch"] = record["test_top1"], epoch
+            summary[f"final_{metric}"] = value = metrics[metric]
+            if summary[f"best_{metric}"] is None or value > summary[f"best_{metric}"]:
+                summary[f"best_{metric}"], summary["best_epoch"] = value, epoch
         summary["wall_seconds"] += time.perf_counter() - started
         record.update(
             kd_loss=kd_loss_mean if kd_iterations else None,
@@ -166,7 +167,7 @@ def distill(
         if folder:
             folder.log(**record)
             folder.save(state)
-        bar.set_postfix({k: f"{record[k]:.2f}" for k in ("test_top1", "agreement_new") if k in record})
+        bar.set_postfix({k: f"{record[k]:.2f}" for k in (f"test_{metric}", "agreement_new") if k in record})
         if on_epoch is not None and on_epoch(record):
             break  # the caller ends the run here, e.g. at a time limit; it resumes from this epoch
     bar.close()
@@ -179,7 +180,7 @@ def distill(
             folder.path / "student.safetensors",
             arch=cfg.student,
             **spec.to_metadata(),
-            test_top1=result.summary["final_top1"],
+            **{f"test_{metric}": result.summary[f"final_{metric}"]},
             config=to_dict(cfg),
         )
         folder.finish(result.summary)
@@ -212,7 +213,7 @@ def kd_phase(cfg, teacher, student, optimizer, bank, inputs: InputSpec, memory_f
             with torch.no_grad():
                 t = teacher(x)
             s = student(x)
-        loss = kd_loss(s.float(), t.float(), cfg.T)
+        loss = kd_loss(s.float(), t.float(), cfg.T) if cfg.kd_loss == "kl" else l1_logit_loss(s.float(), t.float())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -6,8 +6,22 @@ import torch.nn.functional as F
 from fdk.augment import normalize, to_unit
 from fdk.data import ImageTensors, batches
 from fdk.hooks import bn_statistics_loss
+from fdk.inputs import InputSpec
 from fdk.losses import kl_divergence
+from fdk.segmetrics import evaluate_segmentation
 from fdk.utils import autocast
+
+
+def headline_metric(spec: InputSpec) -> str:
+    """The number a run is judged by: top-1 accuracy, or mean IoU for segmentation."""
+    return "miou" if spec.dense else "top1"
+
+
+def evaluate_task(model: torch.nn.Module, data, spec: InputSpec, amp: str = "off") -> dict:
+    """`evaluate` for classifiers, `evaluate_segmentation` (mIoU, pixel accuracy, per-class IoU) for dense models."""
+    if spec.dense:
+        return evaluate_segmentation(model, data, spec.mean, spec.std, spec.num_classes, spec.ignore_index, amp=amp)
+    return evaluate(model, data, spec.mean, spec.std, amp=amp)
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Input contracts: what a classifier expects as input and gives as output (docs/method.md §9).
+"""Input contracts: what a teacher expects as input and gives as output (docs/method.md §9).
 
 A dataset defines one in `data_stats/<name>.json` (`dataset_spec`); a teacher's weights can carry their
 own in their metadata (`fdk.load_model` attaches it as `model.input_spec`).
@@ -14,6 +14,7 @@ import torch
 from fdk.utils import ROOT, FdkError
 
 DATA_STATS = Path(os.environ.get("FDK_DATA_STATS", ROOT / "data_stats"))
+TASKS = ("classification", "segmentation")
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,14 @@ class InputSpec:
     mean: tuple[float, ...]  # per-channel normalisation applied after augmentation, in [0, 1] pixel units
     std: tuple[float, ...]
     classes: tuple[str, ...] = ()  # class names; empty means "0", "1", ...
+    task: str = "classification"  # or "segmentation": logits (B, C, H, W), one class per pixel (§12)
+    ignore_index: int = 255  # segmentation: the label of unlabelled pixels, left out of losses and metrics
 
     def __post_init__(self):
+        if self.task not in TASKS:
+            raise FdkError(
+                f"input spec {self.name!r}: task={self.task!r} is not valid; choose one of {', '.join(TASKS)}"
+            )
         if len(self.mean) != len(self.std) or not all(s > 0 for s in self.std):
             raise FdkError(
                 f"input spec {self.name!r}: mean {self.mean} and std {self.std} need one positive std per mean"
@@ -44,13 +51,19 @@ class InputSpec:
             )
 
     @property
+    def dense(self) -> bool:
+        """True for segmentation: one prediction per pixel instead of one per image."""
+        return self.task == "segmentation"
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         return self.classes or tuple(str(i) for i in range(self.num_classes))
 
     def to_metadata(self) -> dict:
         """The fields as plain JSON values, for safetensors metadata (`fdk.models.load_model` reads them back)."""
         return {"dataset": self.name, "num_classes": self.num_classes, "image_size": self.image_size,
-                "mean": list(self.mean), "std": list(self.std), "classes": list(self.classes)}  # fmt: skip
+                "mean": list(self.mean), "std": list(self.std), "classes": list(self.classes),
+                "task": self.task, "ignore_index": self.ignore_index}  # fmt: skip
 
     @classmethod
     def from_metadata(cls, meta: dict) -> "InputSpec | None":
@@ -63,6 +76,8 @@ class InputSpec:
                 mean=tuple(meta["mean"]),
                 std=tuple(meta["std"]),
                 classes=tuple(meta.get("classes") or ()),
+                task=meta.get("task", "classification"),
+                ignore_index=int(meta.get("ignore_index", 255)),
             )
         if "dataset" in meta:
             return dataset_spec(meta["dataset"])
@@ -70,7 +85,7 @@ class InputSpec:
 
 
 def known_datasets() -> list[str]:
-    return sorted(p.stem for p in DATA_STATS.glob("*.json") if "_" not in p.stem)
+    return sorted(p.stem for p in DATA_STATS.glob("*.json"))
 
 
 def dataset_spec(name: str) -> InputSpec:
@@ -86,6 +101,8 @@ def dataset_spec(name: str) -> InputSpec:
         mean=tuple(raw["mean"]),
         std=tuple(raw["std"]),
         classes=tuple(raw["classes"]),
+        task=raw.get("task", "classification"),
+        ignore_index=raw.get("ignore_index", 255),
     )
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from fdk.checkpoint import file_sha256, read_metadata
 from fdk.config import from_dict
-from fdk.data import find_split, load_split
 from fdk.distill import DistillResult, distill
 from fdk.models import load_model
 from fdk.presets import DistillConfig
 from fdk.run import RunFolder
+from fdk.segdata import find_task_split, load_task_split
 from fdk.train import TeacherConfig, train_teacher
 from fdk.utils import FdkError
 
@@ -34,8 +34,8 @@ def load_teacher_for(cfg: DistillConfig, teacher_file):
 def test_split_for(dataset: str, data_root):
     """The real test split for evaluation: required when data_root is given, optional from $FDK_DATA."""
     if data_root:
-        return load_split(data_root, dataset, "test")
-    return find_split(os.environ.get("FDK_DATA", ""), dataset, "test") if data_root is None else None
+        return load_task_split(data_root, dataset, "test")
+    return find_task_split(os.environ.get("FDK_DATA", ""), dataset, "test") if data_root is None else None
 
 
 def distill_job(cfg: DistillConfig, teacher_file, data_root, out_dir, device="auto", progress=True, **info):
@@ -67,7 +67,7 @@ def resume(out_dir, device="auto", progress=True, job: str | None = None) -> Dis
         if file_sha256(teacher_file) != info["teacher"]["sha256"]:
             raise FdkError(f"cannot resume {out_dir}: {teacher_file} changed since the run started (SHA-256 differs)")
         teacher = load_teacher_for(cfg, teacher_file)
-        test = load_split(info["data"], teacher.input_spec.name, "test") if info.get("data") else None
+        test = load_task_split(info["data"], teacher.input_spec.name, "test") if info.get("data") else None
         return distill(cfg, teacher, test, out_dir, device=device, progress=progress, resume=True)
     cfg = from_dict(TeacherConfig, info["config"])
     return train_teacher(cfg, info["data"], out_dir, device, resume=True, progress=progress)
@@ -75,8 +75,9 @@ def resume(out_dir, device="auto", progress=True, job: str | None = None) -> Dis
 
 def evaluate_job(weights, data_root, dataset=None, split="test", arch=None, num_classes=None, download=False,
                  device="auto") -> dict:  # fmt: skip
-    """Top-1/top-5 and CE of a weights file on a real split; dataset defaults to the file's metadata."""
-    from fdk.evaluate import evaluate
+    """Top-1/top-5 and CE (mIoU, pixel accuracy, per-class IoU for segmentation) of a weights file on a real
+    split; dataset defaults to the file's metadata."""
+    from fdk.evaluate import evaluate_task
     from fdk.inputs import dataset_spec
     from fdk.utils import resolve_device
 
@@ -86,5 +87,5 @@ def evaluate_job(weights, data_root, dataset=None, split="test", arch=None, num_
     dataset = dataset or read_metadata(weights).get("dataset", "cifar10")
     spec = dataset_spec(dataset)
     model = load_model(weights, arch, num_classes or spec.num_classes).to(device)
-    data = load_split(data_root, dataset, split, download=download)
-    return {"weights": str(weights), "dataset": dataset, "split": split, **evaluate(model, data, spec.mean, spec.std)}
+    data = load_task_split(data_root, dataset, split, download=download)
+    return {"weights": str(weights), "dataset": dataset, "split": split, **evaluate_task(model, data, spec)}

@@ -20,6 +20,18 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
     return kl_divergence(student_logits, teacher_logits, T).mean() * T * T
 
 
+def l1_logit_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """DFAD's KD loss: mean absolute difference of the logits (every class, sample and pixel)."""
+    return (student_logits - teacher_logits).abs().mean()
+
+
+def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float = 2.0, ignore_index: int = 255) -> torch.Tensor:
+    """Focal loss (1 - p)^gamma * CE, DFAD's segmentation-teacher loss: the mean over ALL pixels, ignored
+    ones counting 0, as DFAD's FocalLoss(size_average=True) computes it (docs/method.md §12)."""
+    ce = F.cross_entropy(logits, labels, reduction="none", ignore_index=ignore_index)
+    return ((1 - torch.exp(-ce)) ** gamma * ce).mean()
+
+
 def one_hot_loss(teacher_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """loss_oh: the teacher should classify a synthetic sample as its sampled target class."""
     return F.cross_entropy(teacher_logits, targets)

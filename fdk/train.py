@@ -1,7 +1,8 @@
 """Teacher training: any zoo model on a decoded split, data and augmentation on the device.
 
-SGD with Nesterov momentum, linear warm-up then cosine decay per step, bf16 autocast and channels_last
-on accelerators. One full checkpoint per epoch (model, optimiser, epoch, RNG states) makes runs
+Classifiers and segmentation models (docs/method.md §12) alike: SGD, linear warm-up then cosine decay
+per step (or DFAD's step schedule), cross-entropy (or DFAD's focal loss per pixel), bf16 autocast and
+channels_last on accelerators. One full checkpoint per epoch (model, optimiser, epoch, RNG states) makes runs
 resumable; the final weights go to `model.safetensors` with the measured test accuracy.
 """
 
@@ -17,10 +18,12 @@ from tqdm.auto import tqdm
 from fdk.checkpoint import save_weights
 from fdk.config import from_dict, option, to_dict
 from fdk.data import batches, load_split
-from fdk.evaluate import evaluate
+from fdk.evaluate import evaluate_task, headline_metric
 from fdk.inputs import dataset_spec
-from fdk.models import check_architecture, create_model
+from fdk.losses import focal_loss
+from fdk.models import check_architecture, create_model, load_backbone_weights
 from fdk.run import RunFolder, RunState, git_commit
+from fdk.segdata import load_seg_split, seg_batches
 from fdk.utils import AMP_MODES, FdkError, autocast, resolve_device, seed_everything
 
 
@@ -35,6 +38,12 @@ class TeacherConfig:
     nesterov: bool = option(True, "use Nesterov momentum")
     weight_decay: float = option(5e-4, "L2 weight decay on all parameters")
     warmup_epochs: float = option(1.0, "linear learning-rate warm-up, in epochs, before the cosine decay to 0")
+    schedule: str = option("cosine", "cosine (per step, to 0) or step (x step_gamma every step_epochs; DFAD)")
+    step_epochs: int = option(100, "schedule=step: epochs between learning-rate drops")
+    step_gamma: float = option(0.1, "schedule=step: factor of each drop")
+    loss: str = option("ce", "ce (cross-entropy) or focal (gamma 2, per pixel; DFAD's segmentation teachers)")
+    crop: int = option(0, "segmentation: random crop side for training, synchronised with the labels (0: none)")
+    backbone_weights: str = option("", "DeepLabV3: ImageNet backbone weights file (torchvision format); '': random")
     label_smoothing: float = option(0.0, "cross-entropy label smoothing (0 keeps teacher logits sharp for KD)")
     seed: int = option(0, "random seed")
     amp: str = option("auto", "mixed precision: auto (bf16 on an accelerator, fp32 on the CPU), bf16, off")
@@ -45,16 +54,37 @@ class TeacherConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise FdkError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.amp not in AMP_MODES:
-            raise FdkError(f"amp={self.amp!r} is not valid; choose one of {', '.join(AMP_MODES)}")
+        for name, allowed in (("amp", AMP_MODES), ("schedule", ("cosine", "step")), ("loss", ("ce", "focal"))):
+            if getattr(self, name) not in allowed:
+                raise FdkError(f"{name}={getattr(self, name)!r} is not valid; choose one of {', '.join(allowed)}")
 
 
 # Recipes. "gpu" is meant to reach the upstream teachers' accuracy (ResNet-34 95.70%, WRN-40-2 94.87% on
 # CIFAR-10); upstream's own train_scratch recipe (lr 0.1, steps at 120/150/180, wd 1e-4) falls ~2 points
 # short of them (docs/method.md §10, CMI issue #2). "cpu" trained the embedded resnet20 (weights/README.md).
+# "nyuv2" is DFAD's segmentation-teacher recipe (train_teacher_seg.py: focal loss, SGD lr 0.05, wd 5e-4,
+# StepLR(100, 0.1), 200 epochs, batch 16, 128 px crops; ImageNet backbone via --set backbone_weights=FILE);
+# "scenes_cpu" trains the embedded segmentation teacher on the CIFAR scenes (docs/method.md §12).
 RECIPES = {
     "gpu": TeacherConfig(epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4),
     "cpu": TeacherConfig(arch="resnet20", epochs=60, batch_size=256, lr=0.2, weight_decay=5e-4),
+    "nyuv2": TeacherConfig(
+        arch="deeplabv3_resnet50",
+        dataset="nyuv2",
+        epochs=200,
+        batch_size=16,
+        lr=0.05,
+        nesterov=False,
+        weight_decay=5e-4,
+        warmup_epochs=0,
+        schedule="step",
+        step_epochs=100,
+        loss="focal",
+        crop=128,
+    ),  # fmt: skip
+    "scenes_cpu": TeacherConfig(
+        arch="segnet_small", dataset="cifar_scenes", epochs=12, batch_size=64, lr=0.1, weight_decay=5e-4
+    ),  # fmt: skip
 }
 
 
@@ -63,6 +93,8 @@ def learning_rate(cfg: TeacherConfig, step: int, steps_per_epoch: int) -> float:
     total = cfg.epochs * steps_per_epoch
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
     progress = (step - warmup) / max(1.0, total - warmup)
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -93,12 +125,17 @@ def train_teacher(
         if saved != cfg:
             raise FdkError(f"{folder.path} holds a run with another config; resume with its own (--resume DIR)")
     spec = dataset_spec(cfg.dataset)
-    train = load_split(data_root, cfg.dataset, "train").to(device)  # validated before anything is written
-    test = load_split(data_root, cfg.dataset, "test").to(device)
+    load = load_seg_split if spec.dense else load_split
+    train = load(data_root, cfg.dataset, "train").to(device)  # validated before anything is written
+    test = load(data_root, cfg.dataset, "test").to(device)
+    metric = headline_metric(spec)  # top1, or miou for segmentation
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
     seed_everything(cfg.seed)
-    model = create_model(cfg.arch, spec.num_classes).to(device, memory_format=memory_format)
+    model = create_model(cfg.arch, spec.num_classes)
+    if cfg.backbone_weights:  # DFAD's teachers start from an ImageNet backbone (docs/method.md §12)
+        load_backbone_weights(model, cfg.backbone_weights)
+    model = model.to(device, memory_format=memory_format)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
     )
@@ -114,53 +151,58 @@ def train_teacher(
     for epoch in range(start, cfg.epochs):
         model.train()
         started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        for i, (x, y) in enumerate(
-            batches(train, cfg.batch_size, spec.mean, spec.std, True, True, True, memory_format)
-        ):
+        loss_sum, correct, counted = (torch.zeros((), device=device) for _ in range(3))
+        if spec.dense:  # synchronised crop + flip of images and label maps (§12)
+            epoch_batches = seg_batches(train, cfg.batch_size, spec.mean, spec.std, True, True, cfg.crop or None, True)
+        else:
+            epoch_batches = batches(train, cfg.batch_size, spec.mean, spec.std, True, True, True, memory_format)
+        for i, (x, y) in enumerate(epoch_batches):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg, epoch * steps_per_epoch + i, steps_per_epoch)
             with autocast(device, cfg.amp):
-                logits = model(x).float()
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                logits = model(x.contiguous(memory_format=memory_format)).float()
+            if cfg.loss == "focal":
+                loss = focal_loss(logits, y, ignore_index=spec.ignore_index)
+            else:
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, ignore_index=spec.ignore_index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach()
-            correct += (logits.argmax(1) == y).sum()
+            valid = y != spec.ignore_index  # every sample of a classifier; labelled pixels of a map
+            correct += ((logits.argmax(1) == y) & valid).sum()
+            counted += valid.sum()
             bar.update()
         train_loss = loss_sum.item() / steps_per_epoch
         if not math.isfinite(train_loss):
             raise FdkError(f"training loss became {train_loss} in epoch {epoch}; last good checkpoint kept")
-        metrics = evaluate(model, test, spec.mean, spec.std, amp=cfg.amp)
+        metrics = evaluate_task(model, test, spec, amp=cfg.amp)
         record = dict(
             epoch=epoch,
             train_loss=train_loss,
-            train_top1=100.0 * correct.item() / (steps_per_epoch * cfg.batch_size),
-            test_top1=metrics["top1"],
-            test_top5=metrics["top5"],
+            **{"train_pixel_acc" if spec.dense else "train_top1": 100.0 * correct.item() / counted.item()},
+            **{f"test_{k}": v for k, v in metrics.items()},
             lr=optimizer.param_groups[0]["lr"],
             seconds=time.perf_counter() - started,
         )
         folder.log(**record)
-        bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}", test_top1=f"{metrics['top1']:.2f}")
+        bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}", **{f"test_{metric}": f"{metrics[metric]:.2f}"})
         state.epoch, state.summary = epoch, {"test": metrics}
         folder.save(state)
         if on_epoch is not None and on_epoch(record):
             break
     bar.close()
     metrics = state.summary["test"]
+    headline = {f"test_{k}": metrics.get(k) for k in ((metric, "pixel_acc") if spec.dense else (metric, "top5"))}
     if state.epoch == cfg.epochs - 1:
         save_weights(
             model.state_dict(),
             folder.path / "model.safetensors",
             arch=cfg.arch,
             **spec.to_metadata(),
-            test_top1=metrics.get("top1"),
-            test_top5=metrics.get("top5"),
+            **headline,
             config=to_dict(cfg),
             commit=git_commit(),
         )
-        folder.finish({"test_top1": metrics.get("top1"), "test_top5": metrics.get("top5")})
+        folder.finish(headline)
     return metrics

@@ -129,3 +129,11 @@ def test_engine_job_runs_every_benchmark(tmp_path):
     assert len(measured) >= 4  # all but CUDA graphs, which need a GPU
     assert "phases_seconds" in json.loads((tmp_path / "out" / "profile.json").read_text())
     check_out(tmp_path / "out")
+
+
+def test_segmentation_job_measures_synthesis_and_kd(tmp_path):
+    result = runbook.main(["segmentation", "--tiny", "--device", "cpu", "--out", str(tmp_path / "out")])
+    assert result["status"] == "done"
+    measured = json.loads((tmp_path / "out" / "segmentation.json").read_text())["pairs"]["cifar_scenes"]
+    assert measured["fast2_seconds_per_image"] > 0 and measured["kd_images_per_second"] > 0
+    check_out(tmp_path / "out")

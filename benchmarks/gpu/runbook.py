@@ -288,13 +288,35 @@ def job_engine(args, job: Job, device) -> None:
     job.result["status"] = "done"
 
 
+def job_segmentation(args, job: Job, device) -> None:
+    """J5: benchmarks/segmentation.py: synthesis per image (Fast-2/5/10) and KD images/s at 128 px for
+    DeepLabV3-R50 -> DeepLabV3-MobileNetV2 and at 64 px for the CIFAR-scenes pair (docs/method.md §12)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import segmentation
+
+    sizes = ["--batch", "2", "--calls", "1", "--kd-steps", "1", "--ks", "2", "--datasets", "cifar_scenes"]
+    if not args.tiny:
+        sizes = ["--batch", "64", "--calls", "3", "--kd-steps", "50"]
+    with contextlib.redirect_stdout(io.StringIO()) as captured:
+        segmentation.main(["--device", str(device), *sizes, "--out", str(job.out / "segmentation.json")])
+    job.print(captured.getvalue())
+    job.result["files"] = ["segmentation.json"]
+    job.result["status"] = "done"
+
+
 def main(argv=None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="job", required=True)
     p = sub.add_parser("pack", help="here: CIFAR-10 as lossless WebP mosaics in .gpu/stage/{train-a,train-b,test}")
     p.add_argument("--data", required=True, help="CIFAR-10 (class folders, torchvision files or packed parts)")
     p.add_argument("--chunk", type=int, default=5000, help="images per mosaic (5000: the groups of the README)")
-    for name, func in (("teacher", job_teacher), ("distill", job_distill), ("engine", job_engine)):
+    jobs = (
+        ("teacher", job_teacher),
+        ("distill", job_distill),
+        ("engine", job_engine),
+        ("segmentation", job_segmentation),
+    )
+    for name, func in jobs:
         p = sub.add_parser(name, help=func.__doc__.splitlines()[0])
         p.set_defaults(func=func)
         p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")), help="default $OUT")

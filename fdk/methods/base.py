@@ -49,6 +49,9 @@ class SynthConfig:
     deepinv_keep: str = option("last", "deepinversion banks: last (upstream: the final, clipped pixels) or best")
     deepinv_flip: str = option("batch", "deepinversion flips: batch (upstream: one coin per batch) or sample")
     deepinv_adv: str = option("js", "deepinversion's adversarial term: js (upstream) or masked_kl (FastDFKD's)")
+    dense_oh: str = option(
+        "self", "segmentation: loss_oh as per-pixel CE to the teacher's own argmax (self) or none (off); §12"
+    )
     amp: str = option("off", "mixed precision: off (fp32, as upstream), bf16, auto (bf16 on an accelerator)")
     channels_last: bool = option(True, "channels_last memory format for teacher, student and generator")
 
@@ -58,6 +61,7 @@ class SynthConfig:
             "deepinv_keep": (self.deepinv_keep, ("last", "best")),
             "deepinv_flip": (self.deepinv_flip, ("batch", "sample")),
             "deepinv_adv": (self.deepinv_adv, ("js", "masked_kl")),
+            "dense_oh": (self.dense_oh, ("self", "off")),
             "amp": (self.amp, AMP_MODES),
         }
         for name, (value, allowed) in checks.items():
@@ -76,7 +80,7 @@ def synth_part(cfg: SynthConfig) -> SynthConfig:
 @dataclass
 class Synthesized:
     images: torch.Tensor  # (B, C, H, W) uint8: the kept batch
-    targets: torch.Tensor  # (B,) the sampled classes
+    targets: torch.Tensor | None  # (B,) the sampled classes; None for segmentation (no class per image)
     step_losses: torch.Tensor  # (k,) total loss at each inner step, before that step's update
     terms: dict  # loss_bn, loss_oh, loss_adv of the last inner step (detached scalars)
     snapshots: list  # [(step, uint8 images)] when snapshot_every is set
@@ -150,7 +154,9 @@ class Synthesizer:
         if adversarial and student is None:
             raise FdkError("the adversarial term needs a student: pass one, or adversarial=False")
         adversary = student if adversarial and self.cfg.w_adv > 0 else None
-        targets = torch.randint(self.inputs.num_classes, (self.cfg.synth_batch_size,), device=self.device)
+        targets = None  # segmentation: no class per image (docs/method.md §12)
+        if not self.inputs.dense:
+            targets = torch.randint(self.inputs.num_classes, (self.cfg.synth_batch_size,), device=self.device)
         with self.bn_loss.attached(), frozen_eval(student):  # S and T both in eval mode (docs/method.md §2.3)
             return self.run(targets, adversary, snapshot_every, update)
 
@@ -166,7 +172,11 @@ class Synthesizer:
             t = self.teacher(x).float()  # the BN hooks record statistics during this forward
             s = student(x).float() if student is not None else None
         loss_bn = self.bn_term()
-        loss_oh = one_hot_loss(t, targets) if cfg.w_oh else t.new_zeros(())
+        loss_oh = t.new_zeros(())
+        if cfg.w_oh and targets is not None:
+            loss_oh = one_hot_loss(t, targets)
+        elif cfg.w_oh and cfg.dense_oh == "self":  # per pixel: make the teacher surer of what it sees (§12)
+            loss_oh = one_hot_loss(t, t.detach().argmax(1))
         loss_adv = self.adversarial_term(s, t) if s is not None else t.new_zeros(())
         loss = cfg.w_bn * loss_bn + cfg.w_oh * loss_oh + cfg.w_adv * loss_adv
         return loss, {"loss_bn": loss_bn.detach(), "loss_oh": loss_oh.detach(), "loss_adv": loss_adv.detach()}

@@ -31,7 +31,8 @@ class DeepInversionSynthesizer(Synthesizer):
 
     def run(self, targets, student, snapshot_every, update):
         cfg, spec = self.cfg, self.inputs
-        targets = targets.sort().values  # upstream sorts the sampled classes (for its image grids)
+        if targets is not None:
+            targets = targets.sort().values  # upstream sorts the sampled classes (for its image grids)
         shape = (cfg.synth_batch_size, len(spec.mean), spec.image_size, spec.image_size)
         pixels = torch.randn(shape, device=self.device, requires_grad=True)
         optimizer = torch.optim.Adam([pixels], lr=cfg.lr_gen, betas=PIXEL_BETAS)

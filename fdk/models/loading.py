@@ -18,6 +18,7 @@ from fdk.utils import ROOT, FdkError
 
 # The embedded CIFAR-10 teacher: resnet20, trained with `fdk train-teacher --recipe cpu` (weights/README.md).
 EMBEDDED_TEACHER = ROOT / "weights" / "cifar10_resnet20.safetensors"
+EMBEDDED_SEG_TEACHER = ROOT / "weights" / "cifar_scenes_segnet_small.safetensors"  # docs/method.md §12
 
 
 def load_weights(model: nn.Module, state: dict, name: str = "model") -> nn.Module:

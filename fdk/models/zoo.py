@@ -1,6 +1,7 @@
 """The zoo's registry: upstream names -> constructors `f(num_classes) -> nn.Module` (docs/method.md §10)."""
 
 from fdk.models.cifar_resnet import resnet18, resnet34, resnet50
+from fdk.models.deeplab import deeplabv3_mobilenet, deeplabv3_resnet50
 from fdk.models.imagenet import mobilenetv2_imagenet, resnet18_imagenet, resnet50_imagenet
 from fdk.models.mobilenetv2 import mobilenetv2
 from fdk.models.resnet_tiny import (
@@ -12,6 +13,7 @@ from fdk.models.resnet_tiny import (
     resnet56,
     resnet110,
 )
+from fdk.models.seg_small import segnet_small, segnet_tiny
 from fdk.models.shufflenetv2 import shufflenetv2
 from fdk.models.vgg import vgg8, vgg11, vgg13
 from fdk.models.wide_resnet import wrn16_1, wrn16_2, wrn40_1, wrn40_2
@@ -43,7 +45,15 @@ IMAGENET_MODELS = {
     "resnet50_imagenet": resnet50_imagenet,
     "mobilenetv2_imagenet": mobilenetv2_imagenet,
 }
-MODELS = {**CIFAR_MODELS, **IMAGENET_MODELS}
+# Logits (B, C, H, W) at the input's size (docs/method.md §12): upstream's NYUv2 DeepLabV3s (output_stride=8
+# by default) and a CPU-sized pair.
+SEGMENTATION_MODELS = {
+    "deeplabv3_resnet50": deeplabv3_resnet50,
+    "deeplabv3_mobilenet": deeplabv3_mobilenet,
+    "segnet_small": segnet_small,
+    "segnet_tiny": segnet_tiny,
+}
+MODELS = {**CIFAR_MODELS, **IMAGENET_MODELS, **SEGMENTATION_MODELS}
 
 
 def check_architecture(field: str, name: str) -> None:
