@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-NOTEBOOKS := notebooks/01_bn_inversion.ipynb notebooks/02_meta_initialization.ipynb
+NOTEBOOKS := notebooks/01_bn_inversion.ipynb notebooks/02_meta_initialization.ipynb notebooks/03_segmentation.ipynb
 # The shared CIFAR-10 next to the checkout, when it exists (tests skip the real-data checks without it).
 ifneq ($(wildcard ../shared/data/cifar10),)
 export FDK_DATA ?= $(abspath ../shared/data)
@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 	-git config filter.nbstripout.clean >/dev/null || $(BIN)/nbstripout --install
 	touch $@
 
-# Both notebooks, small (smoke) and offline, with the embedded teacher: executed copies and HTML in runs/demo.
+# The notebooks, small (smoke) and offline, with the embedded teachers: executed copies and HTML in runs/demo.
 demo: setup
 	mkdir -p runs/demo
 	for nb in $(NOTEBOOKS); do \

@@ -211,3 +211,19 @@ def test_data_driven_reference_runs_the_same_kd_on_real_images(tiny_cifar10):
     assert out["epochs"][-1]["kd_loss"] < out["epochs"][0]["kd_loss"]  # the student learns the teacher
     floor = untrained_score(cfg, test, dataset_spec("cifar_scenes"), device="cpu")
     assert 0 <= floor["miou"] <= 100 and len(floor["iou"]) == 11
+
+
+EMBEDDED_MIOU = 35.40  # weights/README.md: the embedded segmentation teacher on the 2,000 test scenes
+
+
+def test_embedded_segmentation_teacher_metadata():
+    teacher = fdk.load_model(fdk.EMBEDDED_SEG_TEACHER)
+    assert teacher.arch == "segnet_small" and teacher.input_spec == dataset_spec("cifar_scenes")
+    assert round(read_metadata(fdk.EMBEDDED_SEG_TEACHER)["test_miou"], 2) == EMBEDDED_MIOU
+
+
+@pytest.mark.data
+def test_embedded_segmentation_teacher_miou_on_real_scenes(cifar10_root):
+    teacher = fdk.load_model(fdk.EMBEDDED_SEG_TEACHER)
+    scores = fdk.evaluate_task(teacher, fdk.load_task_split(cifar10_root, "cifar_scenes", "test"), teacher.input_spec)
+    assert scores["miou"] == pytest.approx(EMBEDDED_MIOU, abs=0.05)  # the same scenes, the same weights

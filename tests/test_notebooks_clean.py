@@ -12,7 +12,7 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 def test_the_walkthroughs_exist_in_order():
     names = [p.name for p in NOTEBOOKS]
-    assert names[:2] == ["01_bn_inversion.ipynb", "02_meta_initialization.ipynb"]
+    assert names[:3] == ["01_bn_inversion.ipynb", "02_meta_initialization.ipynb", "03_segmentation.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -43,3 +43,16 @@ def test_smoke_follows_the_environment_unless_a_parameter_says(monkeypatch, tmp_
     nb = setup("01_test", smoke=None, data="", device="cpu", out=str(tmp_path))
     assert nb.smoke is False and nb.test is None and nb.out_dir == tmp_path / "01_test"
     assert nb.inputs.name == "cifar10" and not nb.teacher.training
+
+
+def test_setup_of_a_segmentation_notebook_finds_the_scenes(tmp_path, tiny_cifar10, monkeypatch):
+    """Notebook 03's setup: the embedded dense teacher, and the CIFAR-scenes test split built from the
+    CIFAR-10 found under DATA (every 5th scene in smoke mode)."""
+    import fdk.scenes
+    from fdk.models import EMBEDDED_SEG_TEACHER
+    from fdk.notebook import setup
+
+    monkeypatch.setattr(fdk.scenes, "SCENE_COUNTS", {"train": 8, "test": 10})
+    nb = setup("03_test", True, str(EMBEDDED_SEG_TEACHER), str(tiny_cifar10.parent), "cpu", str(tmp_path))
+    assert nb.inputs.dense and nb.data == str(tiny_cifar10.parent)
+    assert nb.test.masks.shape == (2, 64, 64)  # 10 scenes, every 5th
