@@ -15,13 +15,13 @@ def test_dataset_spec_from_data_stats():
     info = dataset_spec("cifar10")
     assert info.num_classes == 10 and info.classes == tuple(CIFAR10_CLASSES)
     assert info.mean == (0.4914, 0.4822, 0.4465) and info.std == (0.2023, 0.1994, 0.2010)
-    for name, classes in (("cifar100", 100), ("imagenet", 1000), ("nyuv2", 13)):
+    for name, classes in (("cifar100", 100), ("imagenet", 1000), ("nyuv2", 13), ("cifar_scenes", 11)):
         info = dataset_spec(name)
         assert info.num_classes == classes == len(info.classes) == len(set(info.classes))
 
 
 def test_unknown_dataset():
-    with pytest.raises(FdkError, match="known datasets: cifar10, cifar100, imagenet, nyuv2"):
+    with pytest.raises(FdkError, match="known datasets: cifar10, cifar100, cifar_scenes, imagenet, nyuv2"):
         dataset_spec("mnist")
 
 
