@@ -4,6 +4,9 @@ Used twice, as upstream does (docs/method.md §2.4, §4.2): inside synthesis (gr
 generator through the crop and flip) and on KD batches drawn from the synthetic-image bank.
 """
 
+import math
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
@@ -62,3 +65,55 @@ def to_unit(images_uint8: torch.Tensor) -> torch.Tensor:
 def quantize(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] float -> uint8 by floor, exactly as upstream's PNG writer did (docs/method.md §4.2)."""
     return (x.detach().clamp(0, 1) * 255).to(torch.uint8)
+
+
+def random_resized_crop_flip(
+    x: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), p_flip: float = 0.5, attempts: int = 10
+) -> torch.Tensor:
+    """RandomResizedCrop(size, scale, ratio) then RandomHorizontalFlip, per sample, in one bilinear resample.
+
+    The ImageNet augmentation (docs/method.md §13): torchvision's box sampling (area fraction ~ U(scale),
+    log aspect ratio ~ U(log ratio), the first of `attempts` draws that fits, else the whole image),
+    drawn for the whole batch at once, then one `grid_sample` that crops, resizes and flips. Offsets are
+    continuous rather than whole pixels, and there is no antialiasing (as kornia's, which upstream used
+    during synthesis). Differentiable: gradients flow back to the generator.
+    """
+    b, _, h, w = x.shape
+    dev = x.device
+    area = torch.empty(b, attempts, device=dev).uniform_(*scale)  # fraction of the image area
+    log_r = torch.empty(b, attempts, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]))
+    aspect = torch.exp(log_r)
+    cw = torch.sqrt(area * aspect)  # crop width as a fraction of the image width (square pixels assumed)
+    ch = torch.sqrt(area / aspect) * (w / h)  # crop height as a fraction of the image height
+    fits = (cw <= 1) & (ch <= 1)
+    first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((b,), -1, device=dev))
+    pick = first.clamp(min=0)[:, None]
+    cw = torch.where(first >= 0, cw.gather(1, pick)[:, 0], torch.ones(b, device=dev))  # fallback: whole image
+    ch = torch.where(first >= 0, ch.gather(1, pick)[:, 0], torch.ones(b, device=dev))
+    cx = (torch.rand(b, device=dev) * (1 - cw) + cw / 2) * 2 - 1  # crop centre in grid units [-1, 1]
+    cy = (torch.rand(b, device=dev) * (1 - ch) + ch / 2) * 2 - 1
+    flip = torch.where(torch.rand(b, device=dev) < p_flip, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=dev)
+    theta[:, 0, 0], theta[:, 0, 2] = cw * flip, cx  # a flip mirrors the sampling grid about the crop centre
+    theta[:, 1, 1], theta[:, 1, 2] = ch, cy
+    grid = F.affine_grid(theta.to(x.dtype), [b, x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+AUGMENTATIONS = ("crop_flip", "resized_crop", "none")
+
+
+def make_augment(name: str, size: int, scale=(0.08, 1.0)):
+    """The batch augmentation named in a config: crop_flip (CIFAR's RandomCrop(pad 4) + flip),
+    resized_crop (ImageNet's RandomResizedCrop(size, scale) + flip) or none."""
+    if name == "none":
+        return _identity
+    if name == "crop_flip":
+        return crop_flip
+    if name == "resized_crop":
+        return partial(random_resized_crop_flip, size=size, scale=scale)
+    raise ValueError(f"unknown augmentation {name!r}; choose one of {', '.join(AUGMENTATIONS)}")

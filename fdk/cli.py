@@ -141,11 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         "epoch: losses, test accuracy, synthesis/KD/eval seconds), checkpoint.pt + bank.u8 (every epoch, "
         "resumable), samples.png, student.safetensors.",
         epilog="Presets: `fdk presets` lists them, e.g. cifar10/wrn40_2-wrn16_2/fast5, smoke/fast_meta.\n"
+        "Several GPUs: torchrun --nproc_per_node N -m fdk distill ... (docs/method.md §14).\n"
         "DistillConfig fields (--set KEY=VALUE, e.g. --set kd_steps=100 --set synth_steps=2):\n"
         + describe(DistillConfig),
     )  # fmt: skip
     p.add_argument("--preset", help="named configuration (fdk presets lists them)")
-    p.add_argument("--teacher", help="teacher weights: .safetensors or upstream .pth ({'state_dict': ...})")
+    p.add_argument("--teacher", help="teacher weights: .safetensors, upstream .pth ({'state_dict': ...}), a "
+                   "torchvision .pth, or torchvision:NAME (ImageNet teachers: download once, e.g. torchvision:IMAGENET1K_V1)")
     p.add_argument("--data", help='real data for evaluation only (default $FDK_DATA when it holds the split; "": none)')
     p.add_argument("--out", help="run folder (default runs/<preset>)")
     _common(p, resume=True)
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-        if result is not None:
+        if result is not None and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
             print(json.dumps(result, indent=1 if args.command == "presets" else None))
     except FdkError as error:
         message = " ".join(str(error).split())  # one line, whatever the message's layout

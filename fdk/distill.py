@@ -19,11 +19,14 @@ from typing import ClassVar
 import torch
 from tqdm.auto import tqdm
 
+import fdk.distributed as distributed
+from fdk.augment import crop_flip, make_augment
 from fdk.bank import SyntheticBank
 from fdk.checkpoint import save_weights
 from fdk.config import from_dict, to_dict
 from fdk.data import ImageTensors, SegTensors
 from fdk.evaluate import agreement, evaluate_task, headline_metric
+from fdk.init_set import load_init_set
 from fdk.inputs import InputSpec, teacher_inputs
 from fdk.losses import kd_loss, l1_logit_loss
 from fdk.methods import Synthesizer, make_synthesizer
@@ -36,6 +39,7 @@ from fdk.utils import FdkError, Timer, autocast, resolve_device, seed_everything
 @dataclass(kw_only=True)
 class DistillState(RunState):
     PARTS: ClassVar[tuple[str, ...]] = ("student", "optimizer", "scheduler", "synthesizer", "bank")
+    LOCAL_PARTS: ClassVar[tuple[str, ...]] = ("synthesizer", "bank")  # each torchrun rank's own (§14)
     student: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -82,8 +86,20 @@ def distill(
     after each epoch's checkpoint (live plots); returning True ends the run there, resumable (as an
     interrupt would: tests and time-limited jobs use it).
     run_info: extra JSON values for run.json (the CLI records the data folder and preset there).
+
+    Under torchrun (WORLD_SIZE > 1) this runs as one rank of a DistributedDataParallel job (§14,
+    fdk/distributed.py): every rank calls it with the same arguments; rank 0 writes the run folder.
     """
-    device = resolve_device(device)
+    device, owns_group = distributed.setup(resolve_device(device))
+    try:
+        return _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_epoch, run_info)
+    finally:
+        distributed.teardown(owns_group)
+
+
+def _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_epoch, run_info) -> DistillResult:
+    rank, world_size = distributed.world()
+    main = rank == 0
     folder = RunFolder(out_dir) if out_dir is not None else None
     if resume:
         if folder is None:
@@ -93,33 +109,51 @@ def distill(
             changed = {k: (v, getattr(cfg, k)) for k, v in to_dict(saved).items() if getattr(cfg, k) != v}
             raise FdkError(f"{folder.path} holds a run with another config (saved vs given: {changed}); "
                            "resume with its config (fdk distill --resume DIR reads it) or use a new out_dir")  # fmt: skip
+        if folder.info().get("world_size", 1) != world_size:
+            raise FdkError(f"{folder.path} ran on {folder.info().get('world_size', 1)} processes, this resume on "
+                           f"{world_size}; resume with torchrun --nproc_per_node {folder.info().get('world_size', 1)}")  # fmt: skip
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     teacher = teacher.to(device, memory_format=memory_format).eval()
     spec = teacher_inputs(teacher, cfg.dataset, inputs)
     metric = headline_metric(spec)  # top1, or miou for segmentation (docs/method.md §12)
 
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # the same student and generator on every rank
     student = create_model(cfg.student, spec.num_classes).to(device, memory_format=memory_format)
     optimizer = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    synthesizer = make_synthesizer(cfg, teacher, spec)
+    if world_size > 1:
+        seed_everything(cfg.seed + 1000 * rank)  # then each rank its own random stream: its own batches (§14)
+    spill_file = folder.path / f"spill-rank{rank}.u8" if folder and cfg.bank_spill == "disk" else None
     state = DistillState(
         student=student,
         optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.cosine_t_max, eta_min=cfg.eta_min),
-        synthesizer=make_synthesizer(cfg, teacher, spec),
-        bank=SyntheticBank(device, cfg.bank_capacity, folder.bank_file if folder else None),
+        synthesizer=synthesizer,
+        bank=SyntheticBank(device, cfg.bank_capacity, folder.bank_file_for(rank) if folder else None,
+                           device_images=cfg.bank_device_images, spill=cfg.bank_spill, spill_file=spill_file),  # fmt: skip
         timers={name: Timer(device) for name in ("synth", "kd", "eval")},
         summary={f"best_{metric}": None, "best_epoch": None, f"final_{metric}": None, "wall_seconds": 0.0},
     )
     if folder and resume:
-        folder.resume(state)
-    elif folder:
+        folder.resume(state, rank)
+    if not resume and cfg.init_bank:  # the pre-synthesised set, shared out over the ranks (§13)
+        images, total, hours = load_init_set(cfg.init_bank, spec.image_size, rank, world_size)
+        state.bank.add(images)
+        state.summary.update(init_images=total, init_synth_hours=hours)  # reported apart from synth_hours
+    if folder and main and not resume:
         source = getattr(teacher, "source_file", None)
-        folder.start("distill", cfg, teacher_file=source, inputs=spec.to_metadata(), **(run_info or {}))
-    kd_teacher, kd_student = (torch.compile(teacher), torch.compile(student)) if cfg.compile else (teacher, student)
-    test = test.to(device) if test is not None else None
+        info = {"inputs": spec.to_metadata(), "world_size": world_size, **(run_info or {})}
+        folder.start("distill", cfg, teacher_file=source, **info)
+    distributed.barrier()  # rank 0 has cleared the folder before any rank writes to it
+    kd_teacher, kd_student = teacher, distributed.wrap_student(student, device)  # DDP averages KD gradients
+    if cfg.compile:
+        kd_teacher, kd_student = torch.compile(kd_teacher), torch.compile(kd_student)
+    kd_augment = make_augment(cfg.kd_augment, spec.image_size, scale=(0.08, 1.0))  # the dataset's train view
+    test = test.to(device) if test is not None and main else None  # rank 0 evaluates
     timers = state.timers
 
-    bar = tqdm(range(state.epoch + 1, cfg.epochs), initial=state.epoch + 1, total=cfg.epochs, disable=not progress)
+    bar = tqdm(range(state.epoch + 1, cfg.epochs), initial=state.epoch + 1, total=cfg.epochs,
+               disable=not (progress and main))  # fmt: skip
     for epoch in bar:
         started = time.perf_counter()
         kd_loss_sum, kd_iterations = torch.zeros((), device=device), 0
@@ -134,12 +168,15 @@ def distill(
             state.bank.add(out.images)
             if epoch >= cfg.warmup:
                 with timers["kd"]:
-                    kd_loss_sum += kd_phase(cfg, kd_teacher, kd_student, optimizer, state.bank, spec, memory_format)
+                    kd_loss_sum += kd_phase(
+                        cfg, kd_teacher, kd_student, optimizer, state.bank, spec, memory_format, kd_augment
+                    )
+                    distributed.broadcast_buffers(student)  # rank 0's BN running statistics everywhere
                 kd_iterations += cfg.kd_steps
         if epoch >= cfg.warmup:
             state.scheduler.step()  # once per KD epoch (§4.3)
         kd_loss_mean = kd_loss_sum.item() / max(1, kd_iterations)
-        if not (math.isfinite(kd_loss_mean) and math.isfinite(record["synth_loss"])):
+        if not distributed.all_ranks(math.isfinite(kd_loss_mean) and math.isfinite(record["synth_loss"]), device):
             where = folder.checkpoint_file if folder else "no checkpoint (out_dir=None)"
             raise FdkError(
                 f"loss became non-finite in epoch {epoch} (KD {kd_loss_mean}, synthesis {record['synth_loss']}); "
@@ -165,15 +202,16 @@ def distill(
         )
         state.epoch = epoch
         if folder:
-            folder.log(**record)
-            folder.save(state)
+            if main:
+                folder.log(**record)
+            folder.save(state, rank)
         bar.set_postfix({k: f"{record[k]:.2f}" for k in (f"test_{metric}", "agreement_new") if k in record})
-        if on_epoch is not None and on_epoch(record):
+        if distributed.any_rank(on_epoch is not None and bool(on_epoch(record)), device):
             break  # the caller ends the run here, e.g. at a time limit; it resumes from this epoch
     bar.close()
 
     result = DistillResult(summary=run_summary(cfg, state), state=state)
-    if folder and state.epoch == cfg.epochs - 1:
+    if folder and main and state.epoch == cfg.epochs - 1:
         state.bank.save_grid(folder.path / "samples.png")
         save_weights(
             student.state_dict(),
@@ -192,10 +230,11 @@ def run_summary(cfg: DistillConfig, state: DistillState) -> dict:
     return {
         **state.summary,
         "epochs": state.epoch + 1,
-        "images_synthesized": state.synthesizer.calls * cfg.synth_batch_size,
+        "images_synthesized": state.synthesizer.calls * cfg.synth_batch_size * distributed.world()[1],  # all ranks
+        "world_size": distributed.world()[1],
         "bank_size": len(state.bank),
         "bank_total": state.bank.total,
-        "image_shape": list(state.bank.images.shape[1:]) if len(state.bank) else None,
+        "image_shape": list(state.bank.image_shape) if len(state.bank) else None,
         "synth_seconds": seconds["synth"],
         "synth_hours": seconds["synth"] / 3600,  # the paper's "GPU hours for data synthesis" (§6)
         "kd_seconds": seconds["kd"],
@@ -203,12 +242,13 @@ def run_summary(cfg: DistillConfig, state: DistillState) -> dict:
     }
 
 
-def kd_phase(cfg, teacher, student, optimizer, bank, inputs: InputSpec, memory_format) -> torch.Tensor:
-    """kd_steps SGD steps on bank batches (§4.3); returns the summed KD loss (a device scalar: no sync)."""
+def kd_phase(cfg, teacher, student, optimizer, bank, inputs: InputSpec, memory_format, augment=crop_flip):
+    """kd_steps SGD steps on bank batches (§4.3); returns the summed KD loss (a device scalar: no sync).
+    augment: the dataset's train view of the bank images (CIFAR: crop_flip; ImageNet: resized_crop, §13)."""
     student.train()
     total = None
     for _ in range(cfg.kd_steps):
-        x = bank.kd_batch(cfg.kd_batch_size, inputs.mean, inputs.std, memory_format)
+        x = bank.kd_batch(cfg.kd_batch_size, inputs.mean, inputs.std, memory_format, augment=augment)
         with autocast(x.device, cfg.amp):
             with torch.no_grad():
                 t = teacher(x)

@@ -13,15 +13,30 @@ from fdk.checkpoint import file_sha256, read_metadata
 from fdk.config import from_dict
 from fdk.distill import DistillResult, distill
 from fdk.models import load_model
+from fdk.models.imagenet import TORCHVISION_NAMES, torchvision_weights_file
 from fdk.presets import DistillConfig
 from fdk.run import RunFolder
 from fdk.segdata import find_task_split, load_task_split
 from fdk.train import TeacherConfig, train_teacher
 from fdk.utils import FdkError
 
+TORCHVISION_PREFIX = "torchvision:"  # --teacher torchvision:NAME: torchvision's ImageNet weights by enum name
+
 
 def load_teacher_for(cfg: DistillConfig, teacher_file):
-    """The teacher of a distillation config from a weights file; its recorded architecture must match."""
+    """The teacher of a distillation config from a weights file; its recorded architecture must match.
+
+    `torchvision:NAME` (e.g. torchvision:IMAGENET1K_V1, upstream's resnet50 teacher) names torchvision's
+    ImageNet weights: they resolve to the file in torch.hub's cache (downloaded once), and that file is what
+    the run records, so `resume` finds it without the network."""
+    if str(teacher_file).startswith(TORCHVISION_PREFIX):
+        name = str(teacher_file).removeprefix(TORCHVISION_PREFIX)
+        if cfg.teacher not in TORCHVISION_NAMES:
+            raise FdkError(
+                f"{teacher_file} names torchvision's ImageNet weights but the config's teacher is {cfg.teacher}; "
+                f"--set teacher= one of {', '.join(TORCHVISION_NAMES)}, or pass a weights file for {cfg.teacher}"
+            )
+        teacher_file = torchvision_weights_file(cfg.teacher, name or "DEFAULT")
     recorded = read_metadata(teacher_file).get("arch")
     if recorded is not None and recorded != cfg.teacher:
         raise FdkError(

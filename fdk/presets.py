@@ -9,6 +9,7 @@ Variants: `dataclasses.replace(PRESETS[name], kd_steps=100)` or `fdk distill --s
 import dataclasses
 from dataclasses import dataclass
 
+from fdk.augment import AUGMENTATIONS
 from fdk.config import option
 from fdk.methods import SynthConfig, check_method
 from fdk.models import check_architecture
@@ -47,6 +48,10 @@ class DistillConfig(SynthConfig):
     cosine_t_max: int = option(200, "cosine schedule length in KD epochs (upstream hard-codes 200)")
     eta_min: float = option(2e-4, "final learning rate of the cosine schedule")
     bank_capacity: int | None = option(None, "keep at most this many synthetic images (None: unbounded, upstream)")
+    bank_device_images: int | None = option(None, "bank images kept on the device; more spill (None: all; docs/bank.md)")
+    bank_spill: str = option("host", "where images beyond bank_device_images go: host (RAM) or disk (memmap)")
+    init_bank: str | None = option(None, "images joined to the bank before epoch 0 (upstream --cmi_init): a run folder")
+    kd_augment: str = option("crop_flip", "KD view of bank images: crop_flip (CIFAR) or resized_crop (ImageNet)")
     # engineering
     seed: int = option(0, "random seed")
     compile: bool = option(False, "torch.compile the KD forward passes (minutes of compile time; GPU runs)")
@@ -62,6 +67,13 @@ class DistillConfig(SynthConfig):
         for name in ("epochs", "kd_batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise FdkError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.bank_capacity is not None and self.bank_device_images is not None:
+            raise FdkError("bank_capacity and bank_device_images cannot be combined; drop old images "
+                           "(bank_capacity) or spill them (bank_device_images), not both")  # fmt: skip
+        if self.bank_spill not in ("host", "disk"):
+            raise FdkError(f"bank_spill={self.bank_spill!r} is not valid; choose one of host, disk")
+        if self.kd_augment not in AUGMENTATIONS:
+            raise FdkError(f"kd_augment={self.kd_augment!r} is not valid; choose one of {', '.join(AUGMENTATIONS)}")
         if self.kd_loss not in KD_LOSSES:
             raise FdkError(f"kd_loss={self.kd_loss!r} is not valid; choose one of {', '.join(KD_LOSSES)}")
         if self.warmup < 0:
@@ -148,6 +160,25 @@ def segmentation_preset(dataset: str, teacher: str, student: str, k: int, **chan
     return DistillConfig(**{**base, **changes})
 
 
+# ImageNet (docs/method.md §13; the final runs' logs, reference §2.3): student -> (zoo name, w_adv)
+IMAGENET_STUDENTS = {"resnet50": ("resnet50_imagenet", 0.1), "resnet18": ("resnet18_imagenet", 1.0),
+                     "mobilenetv2": ("mobilenetv2_imagenet", 0.1)}  # fmt: skip
+
+
+def imagenet_preset(student: str, k: int = 50) -> DistillConfig:
+    """Fast-50 on ImageNet from torchvision's ResNet-50: 400 epochs of 10 synthesis calls (batch 100, k=50)
+    each followed by 100 KD steps (batch 100); Reptile on the generator and the latent, unscaled, meta lr
+    1e-4 / 5e-3; z re-drawn every 50 calls; adversarial term from the start; RandomResizedCrop views."""
+    arch, w_adv = IMAGENET_STUDENTS[student]
+    return DistillConfig(
+        dataset="imagenet", teacher="resnet50_imagenet", student=arch, method="fast_meta_imagenet",
+        epochs=400, warmup=0, adv_start=0, ep_steps=1000, kd_steps=100, synth_batch_size=100, kd_batch_size=100,
+        synth_steps=k, lr_gen=2e-4, lr_z=0.01, meta="reptile", reptile_scale=1.0, meta_lr=1e-4, meta_lr_z=5e-3,
+        reinit_z=50, w_bn=0.1, w_oh=0.1, w_adv=w_adv, bn_mmt=0.9, reset_l0=False, generator="deep",
+        synth_augment="resized_crop", kd_augment="resized_crop", lr=0.1, T=5.0, cosine_t_max=400, eta_min=0.0,
+    )  # fmt: skip
+
+
 def smoke(cfg: DistillConfig, **changes) -> DistillConfig:
     """The same run shrunk to about three minutes on a 2-core CPU (tests, `fdk demo`, the notebooks).
 
@@ -197,6 +228,13 @@ def _build() -> dict[str, DistillConfig]:
         cosine_t_max=9,
         eval_every=3,
     )
+    # ImageNet (§13): the paper's three students, and a CPU-sized run of the same loop at 224 px.
+    for student in IMAGENET_STUDENTS:
+        presets[f"imagenet/resnet50-{student}/fast50"] = imagenet_preset(student)
+    presets["smoke/imagenet"] = dataclasses.replace(
+        imagenet_preset("resnet18", k=2), epochs=2, ep_steps=4, kd_steps=2, synth_batch_size=4, kd_batch_size=8,
+        reinit_z=3, ngf=16, cosine_t_max=2, eval_every=1,
+    )  # fmt: skip
     # Segmentation (§12): the paper's NYUv2 pair, and fdk's offline CIFAR-scenes pair (a CPU-sized run).
     for k in FAST_K:
         presets[f"nyuv2/deeplabv3_resnet50-deeplabv3_mobilenet/fast{k}"] = segmentation_preset(

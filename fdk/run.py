@@ -31,6 +31,7 @@ class RunState:
     state_dict()/load_state_dict(): models, optimisers, schedules, the synthesizer, the bank) in PARTS."""
 
     PARTS: ClassVar[tuple[str, ...]] = ()
+    LOCAL_PARTS: ClassVar[tuple[str, ...]] = ()  # parts every torchrun rank keeps for itself (fdk/distributed.py)
     epoch: int = -1  # the last finished epoch
     timers: dict[str, Timer] = field(default_factory=dict)  # synchronised seconds per phase
     summary: dict = field(default_factory=dict)  # JSON values only
@@ -44,14 +45,29 @@ class RunState:
             "rng": rng_state(),
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def local_state_dict(self) -> dict:
+        """What a rank other than 0 saves: its own parts and random state (rank 0's checkpoint has the rest)."""
+        return {**{name: getattr(self, name).state_dict() for name in self.LOCAL_PARTS}, "epoch": self.epoch,
+                "rng": rng_state()}  # fmt: skip
+
+    def load_state_dict(self, state: dict, local: dict | None = None) -> None:
+        """Restore from a checkpoint; `local`: this rank's own parts and random state (ranks other than 0)."""
         for name in self.PARTS:
-            getattr(self, name).load_state_dict(state[name])
+            if local is None or name not in self.LOCAL_PARTS:
+                getattr(self, name).load_state_dict(state[name])
+        if local is not None:
+            if local["epoch"] != state["epoch"]:
+                raise FdkError(
+                    f"a rank's checkpoint is at epoch {local['epoch']} but rank 0's at {state['epoch']} (the run "
+                    "stopped while saving); resume is not possible from this folder, start afresh"
+                )
+            for name in self.LOCAL_PARTS:
+                getattr(self, name).load_state_dict(local[name])
         self.epoch = state["epoch"]
         for name, seconds in state["seconds"].items():
             self.timers[name].seconds = seconds
         self.summary = dict(state["summary"])
-        set_rng_state(state["rng"])
+        set_rng_state((local or state)["rng"])
 
 
 class RunFolder:
@@ -62,10 +78,17 @@ class RunFolder:
         self.checkpoint_file = self.path / "checkpoint.pt"
         self.bank_file = self.path / "bank.u8"
 
+    def rank_file(self, rank: int) -> Path:
+        """Where torchrun rank `rank` > 0 saves its own parts (RunState.local_state_dict)."""
+        return self.path / f"rank{rank}.pt"
+
+    def bank_file_for(self, rank: int) -> Path:
+        return self.bank_file if rank == 0 else self.path / f"bank-rank{rank}.u8"
+
     def start(self, job: str, config, teacher_file=None, **extra) -> None:
         """A new run in this folder: write run.json and an empty metrics.jsonl (an earlier run's files go)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        for stale in (self.checkpoint_file, self.bank_file, self.metrics_file):
+        for stale in (self.checkpoint_file, self.bank_file, self.metrics_file, *self.path.glob("*rank*.*")):
             stale.unlink(missing_ok=True)
         teacher = None
         if teacher_file is not None:
@@ -97,14 +120,24 @@ class RunFolder:
             return []
         return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
 
-    def save(self, state: RunState) -> None:
-        atomic_save(state.state_dict(), self.checkpoint_file)
+    def save(self, state: RunState, rank: int = 0) -> None:
+        """Rank 0 writes the checkpoint; a torchrun rank > 0 writes only its own parts (fdk/distributed.py)."""
+        if rank == 0:
+            atomic_save(state.state_dict(), self.checkpoint_file)
+        else:
+            atomic_save(state.local_state_dict(), self.rank_file(rank))
 
-    def resume(self, state: RunState) -> None:
-        """Load the last checkpoint into `state` and forget metric lines written after it."""
+    def resume(self, state: RunState, rank: int = 0) -> None:
+        """Load the last checkpoint into `state` and forget metric lines written after it (rank 0)."""
         if not self.checkpoint_file.exists():
             raise FdkError(f"cannot resume: {self.checkpoint_file} does not exist (no epoch finished); start afresh")
         saved = load_checkpoint(self.checkpoint_file)
+        if rank > 0:
+            if not self.rank_file(rank).exists():
+                raise FdkError(f"cannot resume rank {rank}: {self.rank_file(rank)} does not exist; resume with "
+                               "as many processes as the run had (run.json: world_size)")  # fmt: skip
+            state.load_state_dict(saved, local=load_checkpoint(self.rank_file(rank)))
+            return
         state.load_state_dict(saved)
         kept = [r for r in self.records() if r.get("epoch", -1) <= state.epoch and r.get("event") != "end"]
         text = "".join(json.dumps(r) + "\n" for r in kept)

@@ -26,12 +26,14 @@ from PIL import Image
 from fdk.augment import normalize, to_unit
 from fdk.checkpoint import atomic_save
 from fdk.data import SegTensors, _cache_dir, find_split, load_split
+from fdk.imagenet_data import find_imagenet_val, load_imagenet_val
 from fdk.inputs import dataset_spec
 from fdk.scenes import scenes_split
 from fdk.utils import FdkError
 
 IGNORE_INDEX = 255
 NYU_CLASSES = 13
+IMAGENET_EVAL_SPLITS = ("test", "val")  # both name ImageNet's val set
 
 
 def expected_nyu_layouts(root) -> str:
@@ -225,7 +227,10 @@ def load_seg_split(root, dataset: str, split: str) -> SegTensors:
 
 
 def load_task_split(root, dataset: str, split: str, download: bool = False):
-    """A real split of a classification (ImageTensors) or segmentation (SegTensors) dataset, by its task."""
+    """A real split of a classification (ImageTensors) or segmentation (SegTensors) dataset, by its task;
+    ImageNet's "test" is its val set (fdk.imagenet_data: the test labels are not public)."""
+    if dataset == "imagenet" and split in IMAGENET_EVAL_SPLITS:
+        return load_imagenet_val(root)
     if dataset_spec(dataset).dense:
         return load_seg_split(root, dataset, split)
     return load_split(root, dataset, split, download=download)
@@ -235,6 +240,8 @@ def find_task_split(root, dataset: str, split: str = "test"):
     """`load_task_split` when root holds the split, else None (optional evaluation data; root "" or None: None)."""
     if not root:
         return None
+    if dataset == "imagenet" and split in IMAGENET_EVAL_SPLITS:
+        return load_imagenet_val(root) if find_imagenet_val(root) is not None else None
     if not dataset_spec(dataset).dense:
         return find_split(root, dataset, split)
     try:

@@ -9,11 +9,13 @@ from fdk.methods.base import SynthConfig, Synthesized, Synthesizer, synth_part
 from fdk.methods.deepinversion import DeepInversionSynthesizer
 from fdk.methods.fast import SequentialSynthesizer
 from fdk.methods.fast_meta import FastMetaSynthesizer
+from fdk.methods.fast_meta_imagenet import FastMetaImageNetSynthesizer
 from fdk.methods.no_reuse import NoReuseSynthesizer
 from fdk.utils import FdkError
 
 METHODS: dict[str, type[Synthesizer]] = {
     "fast_meta": FastMetaSynthesizer,  # FastDFKD: meta reuse (Fig. 2c)
+    "fast_meta_imagenet": FastMetaImageNetSynthesizer,  # FastDFKD at 224 px: generator and latent meta-learned
     "fast": SequentialSynthesizer,  # sequential reuse (Fig. 2b)
     "no_reuse": NoReuseSynthesizer,  # the generator re-initialised every call (Fig. 2a)
     "deepinversion": DeepInversionSynthesizer,  # pixels optimised directly (DeepInv-2k)

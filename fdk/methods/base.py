@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from fdk.augment import quantize
+from fdk.augment import AUGMENTATIONS, quantize
 from fdk.config import option
 from fdk.hooks import BNStatisticsLoss
 from fdk.inputs import InputSpec
@@ -36,6 +36,11 @@ class SynthConfig:
     lr_z: float = option(0.01, "inner Adam lr of the latent z")
     meta: str = option("maml", "meta step: maml (sum of inner gradients, upstream is_maml=1) or reptile")
     reptile_scale: float = option(67.0, "Reptile meta-gradient scale, theta.grad = scale * (theta - theta_k)")
+    meta_lr: float | None = option(None, "meta Adam lr of the generator; None: lr_gen * k (upstream's CIFAR rule)")
+    meta_lr_z: float = option(5e-3, "fast_meta_imagenet: meta Adam lr of the meta-learned latent z (§13)")
+    reinit_z: int = option(50, "fast_meta_imagenet: new z and meta-optimiser every n calls (0: never)")
+    generator: str = option("auto", "auto (shallow up to 128 px, deep above), shallow or deep (§3.1, §13)")
+    synth_augment: str = option("crop_flip", "synthesis augmentation: crop_flip (CIFAR) or resized_crop (ImageNet)")
     w_bn: float = option(10.0, "weight of loss_bn, the BN-statistics loss")
     w_oh: float = option(0.4, "weight of loss_oh, the one-hot CE to sampled classes")
     w_adv: float = option(1.1, "weight of loss_adv, the adversarial term")
@@ -63,10 +68,14 @@ class SynthConfig:
             "deepinv_adv": (self.deepinv_adv, ("js", "masked_kl")),
             "dense_oh": (self.dense_oh, ("self", "off")),
             "amp": (self.amp, AMP_MODES),
+            "generator": (self.generator, ("auto", "shallow", "deep")),
+            "synth_augment": (self.synth_augment, AUGMENTATIONS),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
                 raise FdkError(f"{name}={value!r} is not valid; choose one of {', '.join(allowed)}")
+        if self.reinit_z < 0:
+            raise FdkError(f"reinit_z must be >= 0 calls (0: never), got {self.reinit_z}")
         for name in ("synth_batch_size", "synth_steps", "nz", "ngf"):
             if getattr(self, name) < 1:
                 raise FdkError(f"{name} must be at least 1, got {getattr(self, name)}")

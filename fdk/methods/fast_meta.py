@@ -9,6 +9,7 @@ import copy
 
 import torch
 
+from fdk.distributed import average_across_ranks, broadcast
 from fdk.generator import reset_l0
 from fdk.methods.generative import GENERATOR_BETAS, GeneratorSynthesizer
 
@@ -16,16 +17,16 @@ from fdk.methods.generative import GENERATOR_BETAS, GeneratorSynthesizer
 class FastMetaSynthesizer(GeneratorSynthesizer):
     def __init__(self, cfg, teacher, inputs):
         super().__init__(cfg, teacher, inputs)
-        # The outer optimiser, created once: lr = lr_gen · k (§3.2).
-        self.meta_optimizer = torch.optim.Adam(
-            self.generator.parameters(), lr=self.cfg.lr_gen * self.cfg.synth_steps, betas=GENERATOR_BETAS
-        )
+        # The outer optimiser, created once: lr = lr_gen · k (§3.2) unless meta_lr says otherwise.
+        meta_lr = self.cfg.meta_lr if self.cfg.meta_lr is not None else self.cfg.lr_gen * self.cfg.synth_steps
+        self.meta_optimizer = torch.optim.Adam(self.generator.parameters(), lr=meta_lr, betas=GENERATOR_BETAS)
         self.fast_generator = copy.deepcopy(self.generator)  # θ': scratch space, refilled every call
 
     def run(self, targets, student, snapshot_every, update):
         cfg = self.cfg
         if update and cfg.reset_l0 and self.calls == cfg.reset_l0_call:
             reset_l0(self.generator)  # once, on θ itself; Adam's moments are kept, as upstream (§3.5)
+            broadcast(list(self.generator.parameters()))  # torchrun: rank 0's fresh draw on every rank (§14)
         with torch.no_grad():
             for fast, meta in zip(self.fast_generator.state_dict().values(), self.generator.state_dict().values()):
                 fast.copy_(meta)  # θ' ← θ, parameters and BN buffers
@@ -38,6 +39,7 @@ class FastMetaSynthesizer(GeneratorSynthesizer):
                 for i, (theta, theta_k) in enumerate(zip(params, self.fast_generator.parameters())):
                     # MAML: the summed inner gradients. Reptile: from θ'_k back to θ, scaled (§3.2).
                     theta.grad = meta_grads[i] if meta_grads is not None else cfg.reptile_scale * (theta - theta_k)
+            average_across_ranks([p.grad for p in params])  # torchrun: one θ on every rank (§14)
             self.meta_optimizer.step()
         return out
 

@@ -6,7 +6,7 @@ which generator the k steps optimise and what happens before and after them; the
 
 import torch
 
-from fdk.augment import crop_flip, normalize, quantize
+from fdk.augment import make_augment, normalize, quantize
 from fdk.generator import DeepGenerator, Generator
 from fdk.methods.base import KeepBest, Synthesized, Synthesizer
 
@@ -16,19 +16,24 @@ GENERATOR_BETAS = (0.5, 0.999)  # Adam betas of every generator optimiser, inner
 class GeneratorSynthesizer(Synthesizer):
     def __init__(self, cfg, teacher, inputs):
         super().__init__(cfg, teacher, inputs)
-        generator_cls = Generator if inputs.image_size <= 128 else DeepGenerator
+        deep = self.cfg.generator == "deep" or (self.cfg.generator == "auto" and inputs.image_size > 128)
+        generator_cls = DeepGenerator if deep else Generator
         self.generator = generator_cls(self.cfg.nz, self.cfg.ngf, inputs.image_size, len(inputs.mean))
         self.generator.to(self.device, memory_format=self.memory_format)
         self.generator.train()  # always batch statistics (§3.1)
-        self.augment = crop_flip  # the teacher's training view of the images (§2.4)
+        # The teacher's training view of the images (§2.4); ImageNet: RandomResizedCrop(scale 0.75-1) + flip (§13).
+        self.augment = make_augment(self.cfg.synth_augment, inputs.image_size, scale=(0.75, 1.0))
 
-    def invert(self, generator, targets, student, snapshot_every, meta_grads=None) -> Synthesized:
-        """k inner Adam steps on (generator, a fresh latent z); keeps the lowest-loss batch (§3.4).
+    def invert(self, generator, targets, student, snapshot_every, meta_grads=None, z=None, keep="best") -> Synthesized:
+        """k inner Adam steps on (generator, latent z); keeps the lowest-loss batch (§3.4) or the last one.
 
         meta_grads: buffers that receive the sum of the inner gradients (fast_meta's MAML step).
+        z: the starting latent, a leaf that requires grad, updated in place (fast_meta_imagenet's learned
+        latent); None: a fresh N(0, 1) draw. keep: "best" (CIFAR) or "last" (the final forward, ImageNet §13).
         """
         cfg = self.cfg
-        z = torch.randn(cfg.synth_batch_size, *generator.latent_shape(), device=self.device, requires_grad=True)
+        if z is None:
+            z = torch.randn(cfg.synth_batch_size, *generator.latent_shape(), device=self.device, requires_grad=True)
         # A fresh inner optimiser every call: its moments never carry over (§3.2).
         inner = torch.optim.Adam(
             [{"params": generator.parameters()}, {"params": [z], "lr": cfg.lr_z}], lr=cfg.lr_gen, betas=GENERATOR_BETAS
@@ -38,7 +43,8 @@ class GeneratorSynthesizer(Synthesizer):
             x01 = generator(z)  # (B, 3, H, W) in [0, 1]
             x = normalize(self.augment(x01), self.inputs.mean, self.inputs.std)
             loss, terms = self.inversion_loss(x, targets, student)
-            best.update(x01, loss)  # scored before this step's update, as upstream
+            if keep == "best" or step == cfg.synth_steps - 1:
+                best.update(x01, loss)  # scored before this step's update, as upstream
             losses.append(loss.detach())
             self.snapshot(snapshots, snapshot_every, step, x01)
             inner.zero_grad(set_to_none=True)

@@ -2,10 +2,11 @@
 
 The state-dict keys are torchvision's own, so torchvision weights load unchanged: from a local file
 (`weights="path/to/resnet50.pth"`) or, with internet, by torchvision's download (`weights="DEFAULT"`
-or a weights enum name such as "IMAGENET1K_V1").
+or a weights enum name such as "IMAGENET1K_V1"), which `torchvision_weights_file` keeps in torch.hub's cache.
 """
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torchvision
@@ -33,40 +34,57 @@ class MobileNetV2ImageNet(MobileNetV2):
         return (logits, features) if return_features else logits
 
 
-_TORCHVISION_NAMES = {
+TORCHVISION_NAMES = {  # zoo ImageNet arch -> torchvision's model name
     "resnet18_imagenet": "resnet18",
     "resnet50_imagenet": "resnet50",
     "mobilenetv2_imagenet": "mobilenet_v2",
 }
 
 
+def _weights_enum(arch: str, name: str):
+    """torchvision's weights entry `name` ("DEFAULT", "IMAGENET1K_V1", ...) for a zoo ImageNet arch."""
+    if arch not in TORCHVISION_NAMES:
+        raise FdkError(f"torchvision has no ImageNet weights for {arch!r}; use one of {', '.join(TORCHVISION_NAMES)}")
+    enum = torchvision.models.get_model_weights(TORCHVISION_NAMES[arch])
+    try:
+        return enum.DEFAULT if name == "DEFAULT" else enum[name]
+    except KeyError:
+        raise FdkError(
+            f"{name!r} is neither a file nor a torchvision weights name for {arch}; "
+            f"choose one of {['DEFAULT'] + [w.name for w in enum]} or give a local .pth/.safetensors path"
+        ) from None
+
+
+def torchvision_weights_file(arch: str, name: str = "DEFAULT") -> Path:
+    """The local file of torchvision's weights `name` for arch, downloaded once into torch.hub's checkpoint
+    cache, the file torchvision itself would use; a cached file needs no network. A file path (not an enum
+    name) is what run records and `resume` need, so distillation from torchvision weights resumes offline."""
+    chosen = _weights_enum(arch, name)
+    filename = Path(urlparse(chosen.url).path).name
+    target = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:  # download_url_to_file writes a temporary file and moves it: no half file is left behind
+        torch.hub.download_url_to_file(chosen.url, str(target), progress=True)
+    except Exception as error:  # no internet (URLError, timeouts, proxies): the fix is a local file
+        reason = " ".join(str(getattr(error, "reason", None) or error).split()) or type(error).__name__
+        raise FdkError(
+            f"could not download {chosen.url} ({reason}); download it elsewhere and pass the file: "
+            f"--teacher path/to/{filename} (or put it at {target})"
+        ) from None
+    return target
+
+
 def _load_weights(model: torch.nn.Module, name: str, weights: str | None) -> torch.nn.Module:
     if weights is None:
         return model
-    if Path(weights).exists():
-        try:
-            model.load_state_dict(load_state_dict_file(weights))
-        except RuntimeError as error:
-            first = str(error).strip().splitlines()[1] if "\n" in str(error) else str(error)
-            raise FdkError(
-                f"{weights} does not fit {name} ({first.strip()}); is it torchvision's {name} file?"
-            ) from None
-        return model
-    enum = torchvision.models.get_model_weights(_TORCHVISION_NAMES[name])
+    path = Path(weights) if Path(weights).exists() else torchvision_weights_file(name, weights)
     try:
-        chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
-    except KeyError:
-        raise FdkError(
-            f"{weights!r} is neither a file nor a torchvision weights name for {name}; "
-            f"choose one of {[w.name for w in enum]} or give a local .pth/.safetensors path"
-        ) from None
-    try:
-        state = chosen.get_state_dict(progress=True)
-    except Exception as error:  # no internet: say where to put the file instead
-        raise FdkError(
-            f"could not download {chosen.url} ({error}); download it elsewhere and pass the local file path as weights"
-        ) from error
-    model.load_state_dict(state)
+        model.load_state_dict(load_state_dict_file(path))
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[1] if "\n" in str(error) else str(error)
+        raise FdkError(f"{path} does not fit {name} ({first.strip()}); is it torchvision's {name} file?") from None
     return model
 
 

@@ -1,0 +1,101 @@
+"""What synthesis and KD cost: seconds per image and peak memory, measured (docs/method.md §6, §13).
+
+The cost of a synthesis call does not depend on the weights, only on the architectures, the resolution,
+the batch and k; so notebook 04 and benchmarks/imagenet.py measure it on randomly initialised ResNet-50s
+where no pretrained teacher can be loaded, and the numbers hold for the real one.
+
+    synthesis_cost(cfg, teacher, inputs, student)   seconds per synthesised image, images/s, peak memory
+    kd_cost(cfg, teacher, student, inputs)          KD images/s and peak memory, from a filled bank
+
+Peak memory: on CUDA the allocator's peak over the measured calls; on the CPU the process's peak
+resident memory over them (Linux: /proc/self/status VmHWM, reset through /proc/self/clear_refs) above
+what it held before, so both say how much more memory the work needs. None where neither is available.
+"""
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from fdk.augment import make_augment, quantize
+from fdk.bank import SyntheticBank
+from fdk.inputs import InputSpec
+from fdk.utils import Timer
+
+MIB = 2**20
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device):
+    """`with peak_memory(device) as peak: ...`; afterwards peak["mib"] is the block's peak extra memory."""
+    peak = {"mib": None}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield peak
+        torch.cuda.synchronize(device)
+        peak["mib"] = (torch.cuda.max_memory_allocated(device) - before) / MIB
+        return
+    before = _rss_kib("VmRSS")
+    reset = _reset_peak_rss()
+    yield peak
+    if before is not None and reset:
+        peak["mib"] = max(0, _rss_kib("VmHWM") - before) / 1024
+
+
+def _rss_kib(field: str) -> int | None:
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return None
+    for line in status.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def synthesis_cost(cfg, teacher, inputs: InputSpec, student=None, calls: int = 2, warmup: int = 1) -> dict:
+    """Time `calls` synthesis calls of cfg's method (after `warmup` untimed ones: allocations, autotuning)."""
+    from fdk.methods import make_synthesizer  # fdk.methods imports the models; keep this module light
+
+    device = next(teacher.parameters()).device
+    synth = make_synthesizer(cfg, teacher, inputs)
+    for _ in range(warmup):
+        synth.synthesize(student)
+    timer = Timer(device)
+    with peak_memory(device) as peak, timer:
+        for _ in range(calls):
+            synth.synthesize(student)
+    images = calls * cfg.synth_batch_size
+    return {"seconds_per_image": timer.seconds / images, "images_per_second": images / timer.seconds,
+            "seconds_per_call": timer.seconds / calls, "peak_mib": peak["mib"]}  # fmt: skip
+
+
+def kd_cost(cfg, teacher, student, inputs: InputSpec, steps: int = 4, warmup: int = 1, bank_images: int = 0) -> dict:
+    """Time `steps` KD steps (batch cfg.kd_batch_size) on a bank of random uint8 images."""
+    from fdk.distill import kd_phase
+
+    device = next(teacher.parameters()).device
+    bank = SyntheticBank(device)
+    shape = (max(bank_images, cfg.kd_batch_size), len(inputs.mean), inputs.image_size, inputs.image_size)
+    bank.add(quantize(torch.rand(shape, device=device)))
+    optimizer = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    augment = make_augment(cfg.kd_augment, inputs.image_size)
+    kd_phase(dataclasses.replace(cfg, kd_steps=warmup), teacher, student, optimizer, bank, inputs, memory_format, augment)
+    timer = Timer(device)
+    with peak_memory(device) as peak, timer:
+        kd_phase(dataclasses.replace(cfg, kd_steps=steps), teacher, student, optimizer, bank, inputs, memory_format,
+                 augment)  # fmt: skip
+    images = steps * cfg.kd_batch_size
+    return {"images_per_second": images / timer.seconds, "seconds_per_step": timer.seconds / steps,
+            "peak_mib": peak["mib"]}  # fmt: skip
