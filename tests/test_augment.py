@@ -30,3 +30,34 @@ def test_quantize_floors_like_the_upstream_png_writer():
     x = torch.tensor([0.0, 0.5, 0.99999, 1.0, 1.5, -0.2])
     assert quantize(x).tolist() == [0, 127, 254, 255, 255, 0]
     assert torch.equal(quantize(to_unit(torch.arange(256, dtype=torch.uint8))), torch.arange(256, dtype=torch.uint8))
+
+
+def test_random_resized_crop_boxes_follow_scale_and_ratio():
+    """Each output is a crop whose area fraction lies in `scale` and aspect ratio in `ratio`: read them
+    off an input whose pixels hold their own (x, y) coordinates."""
+    from fdk.augment import random_resized_crop_flip
+
+    torch.manual_seed(0)
+    n, size = 64, 32
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, 200), torch.linspace(0, 1, 200), indexing="ij")
+    coords = torch.stack([xs, ys, torch.zeros_like(xs)])[None].repeat(n, 1, 1, 1)
+    out = random_resized_crop_flip(coords, size, scale=(0.3, 0.6), ratio=(3 / 4, 4 / 3), p_flip=0.5)
+    width = (out[:, 0, :, -1] - out[:, 0, :, 0]).abs().mean(1) * size / (size - 1)  # x span across the crop
+    height = (out[:, 1, -1, :] - out[:, 1, 0, :]).mean(1) * size / (size - 1)
+    area, aspect = width * height, width / height
+    assert area.min() > 0.3 - 0.03 and area.max() < 0.6 + 0.03
+    assert aspect.min() > 3 / 4 - 0.05 and aspect.max() < 4 / 3 + 0.05
+    flipped = out[:, 0, 0, -1] < out[:, 0, 0, 0]  # x decreases left to right
+    assert 0 < flipped.sum() < n  # some flipped, some not
+
+
+def test_random_resized_crop_whole_image_is_identity_and_gradients_flow():
+    from fdk.augment import random_resized_crop_flip
+
+    x = torch.rand(3, 3, 16, 16, requires_grad=True)
+    same = random_resized_crop_flip(x, 16, scale=(1.0, 1.0), ratio=(1.0, 1.0), p_flip=0.0)
+    torch.testing.assert_close(same, x, rtol=0, atol=1e-5)
+    mirrored = random_resized_crop_flip(x, 16, scale=(1.0, 1.0), ratio=(1.0, 1.0), p_flip=1.0)
+    torch.testing.assert_close(mirrored, x.flip(3), rtol=0, atol=1e-5)
+    mirrored.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
