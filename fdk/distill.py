@@ -87,7 +87,7 @@ def distill(
     interrupt would: tests and time-limited jobs use it).
     run_info: extra JSON values for run.json (the CLI records the data folder and preset there).
 
-    Under torchrun (WORLD_SIZE > 1) this runs as one rank of a DistributedDataParallel job (§14,
+    Under torchrun (it sets WORLD_SIZE) this runs as one rank of a DistributedDataParallel job (§14,
     fdk/distributed.py): every rank calls it with the same arguments; rank 0 writes the run folder.
     """
     device, owns_group = distributed.setup(resolve_device(device))
@@ -142,7 +142,8 @@ def _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_e
         state.summary.update(init_images=total, init_synth_hours=hours)  # reported apart from synth_hours
     if folder and main and not resume:
         source = getattr(teacher, "source_file", None)
-        info = {"inputs": spec.to_metadata(), "world_size": world_size, **(run_info or {})}
+        info = {"inputs": spec.to_metadata(), "world_size": world_size, "backend": distributed.backend(),
+                **(run_info or {})}  # fmt: skip
         folder.start("distill", cfg, teacher_file=source, **info)
     distributed.barrier()  # rank 0 has cleared the folder before any rank writes to it
     kd_teacher, kd_student = teacher, distributed.wrap_student(student, device)  # DDP averages KD gradients

@@ -13,7 +13,7 @@
 - and rank 0 alone evaluates, logs and writes the checkpoint; the other ranks save their own part
   (bank, synthesizer, random state) next to it, so a resumed run continues exactly.
 
-Without torchrun (WORLD_SIZE unset or 1) every function here is a no-op and fdk runs in one process.
+Without torchrun (WORLD_SIZE unset) every function here is a no-op and fdk runs in one process.
 """
 
 import os
@@ -29,19 +29,25 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def backend() -> str | None:
+    """The process group's backend (nccl, gloo) or None outside torchrun."""
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
+
+
 def is_main() -> bool:
     return world()[0] == 0
 
 
 def setup(device: torch.device) -> tuple[torch.device, bool]:
-    """Join torchrun's process group when the environment describes one of two or more processes.
+    """Join torchrun's process group when the environment describes one (torchrun sets WORLD_SIZE; with
+    --nproc_per_node 1 this is a one-rank group that still trains through DDP: the runbook checks NCCL so).
 
     Returns the device this rank uses (cuda:LOCAL_RANK on GPUs) and whether this call created the group
     (then `teardown` should end it). A group the caller already made is used as it is.
     """
     if dist.is_available() and dist.is_initialized():
         return _rank_device(device), False
-    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+    if "WORLD_SIZE" not in os.environ or not dist.is_available():
         return device, False
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
@@ -113,8 +119,8 @@ def any_rank(flag: bool, device) -> bool:
 
 
 def wrap_student(student: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """The student as the KD loop trains it: through DDP when there are several ranks, itself otherwise."""
-    if world()[1] < 2:
+    """The student as the KD loop trains it: through DDP in a process group, itself otherwise."""
+    if not (dist.is_available() and dist.is_initialized()):
         return student
     from torch.nn.parallel import DistributedDataParallel
 

@@ -137,3 +137,22 @@ def test_segmentation_job_measures_synthesis_and_kd(tmp_path):
     measured = json.loads((tmp_path / "out" / "segmentation.json").read_text())["pairs"]["cifar_scenes"]
     assert measured["fast2_seconds_per_image"] > 0 and measured["kd_images_per_second"] > 0
     check_out(tmp_path / "out")
+
+
+def test_imagenet_job_measures_the_grid_and_the_modes(tmp_path):
+    result = runbook.main(["imagenet", "--tiny", "--device", "cpu", "--out", str(tmp_path / "out")])
+    assert result["status"] == "done"
+    measured = json.loads((tmp_path / "out" / "imagenet.json").read_text())
+    assert measured["grid"][0]["synth_images_per_second"] > 0 and measured["grid"][0]["kd_images_per_second"] > 0
+    assert [row["mode"] for row in measured["modes"]] == ["fp32", "bf16", "bf16+channels_last"]
+    check_out(tmp_path / "out")
+
+
+def test_ddp_job_runs_fdk_distill_under_torchrun(tmp_path):
+    """On the CPU the one-process group is gloo; on the GPU the same job checks NCCL."""
+    result = runbook.main(["ddp", "--tiny", "--device", "cpu", "--out", str(tmp_path / "out"),
+                           "--work", str(tmp_path / "work")])  # fmt: skip
+    assert result["status"] == "done"
+    assert (result["backend"], result["world_size"]) == ("gloo", 1)
+    assert result["summary"]["images_synthesized"] == 4
+    check_out(tmp_path / "out")

@@ -304,6 +304,52 @@ def job_segmentation(args, job: Job, device) -> None:
     job.result["status"] = "done"
 
 
+def job_imagenet(args, job: Job, device) -> None:
+    """J6: benchmarks/imagenet.py: synthesis and KD images/s and peak memory at 224 px for batch 50/100/200 and
+    k=10/50, the engine modes (fp32, bf16, channels_last, compile) and the ratio to upstream's 4.4 images/s."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import imagenet
+
+    sizes = ["--size", "32", "--batches", "2", "--ks", "1", "--calls", "1", "--kd-steps", "1"]
+    if not args.tiny:
+        sizes = ["--compile"]
+    with contextlib.redirect_stdout(io.StringIO()) as captured:
+        imagenet.main(["--device", str(device), *sizes, "--out", str(job.out / "imagenet.json")])
+    job.print(captured.getvalue())
+    job.result["files"] = ["imagenet.json"]
+    job.result["status"] = "done"
+
+
+def job_ddp(args, job: Job, device) -> None:
+    """J7: the torchrun path on one GPU: `torchrun --nproc_per_node 1 -m fdk distill` (NCCL, the student in
+    DDP) on the ImageNet preset at batch 100, k=50 for a few calls, from a random ResNet-50 (cost only)."""
+    import subprocess
+
+    import torchvision
+
+    work = args.work / "ddp"
+    work.mkdir(parents=True, exist_ok=True)
+    teacher = work / "resnet50-random.pth"
+    if not teacher.exists():
+        torch.manual_seed(0)
+        torch.save(torchvision.models.resnet50().state_dict(), teacher)
+    sets = ["epochs=1", "ep_steps=300", "kd_steps=100", "amp=bf16"]  # 3 calls of 100 images, k=50, + KD
+    if args.tiny:
+        sets = ["epochs=1", "ep_steps=2", "kd_steps=1", "synth_batch_size=2", "kd_batch_size=2", "synth_steps=1"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "fdk",
+               "distill", "--preset", "imagenet/resnet50-resnet18/fast50", "--teacher", str(teacher), "--data", "",
+               "--out", str(work / "run"), "--device", str(device), "--no-progress",
+               *[a for s in [*sets, *args.set] for a in ("--set", s)]]  # fmt: skip
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    job.print(out.stdout[-4000:], out.stderr[-4000:])
+    if out.returncode != 0:
+        raise RuntimeError(f"torchrun exited {out.returncode}")
+    record = _run_record(work / "run")
+    job.result.update(backend=record["run"]["backend"], world_size=record["run"]["world_size"],
+                      summary=record["summary"])  # fmt: skip
+    job.result["status"] = "done"
+
+
 def main(argv=None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="job", required=True)
@@ -315,6 +361,8 @@ def main(argv=None) -> dict | None:
         ("distill", job_distill),
         ("engine", job_engine),
         ("segmentation", job_segmentation),
+        ("imagenet", job_imagenet),
+        ("ddp", job_ddp),
     )
     for name, func in jobs:
         p = sub.add_parser(name, help=func.__doc__.splitlines()[0])
