@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-NOTEBOOKS := notebooks/01_bn_inversion.ipynb notebooks/02_meta_initialization.ipynb notebooks/03_segmentation.ipynb
+NOTEBOOKS := notebooks/01_bn_inversion.ipynb notebooks/02_meta_initialization.ipynb notebooks/03_segmentation.ipynb notebooks/04_imagenet_scaling.ipynb
 # The shared CIFAR-10 next to the checkout, when it exists (tests skip the real-data checks without it).
 ifneq ($(wildcard ../shared/data/cifar10),)
 export FDK_DATA ?= $(abspath ../shared/data)

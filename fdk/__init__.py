@@ -15,14 +15,21 @@ The public API, in the order a run uses it (docs/method.md explains the method):
 Segmentation (docs/method.md §12): the same calls with a dense teacher and a SegTensors split, e.g.
 `fdk.load_model(fdk.EMBEDDED_SEG_TEACHER)`, `fdk.get_preset("smoke/segmentation")`,
 `fdk.load_task_split(data_root, "cifar_scenes", "test")`; runs report `final_miou`.
+
+ImageNet (docs/method.md §13, §14): `fdk.get_preset("imagenet/resnet50-resnet18/fast50")`, a torchvision
+teacher (`fdk.create_model("resnet50_imagenet", 1000, weights="path/to/resnet50-19c8e357.pth")`),
+`fdk.load_imagenet_val(root, limit=...)`, `fdk.synthesis_cost` / `fdk.kd_cost` for measured cost; the same
+`fdk.distill` runs as one rank of a DDP job under torchrun.
 """
 
 from fdk import notebook, stats
 from fdk.bank import SyntheticBank
 from fdk.config import override
+from fdk.cost import kd_cost, synthesis_cost
 from fdk.data import ImageTensors, SegTensors, find_split, load_split
 from fdk.distill import DistillResult, distill, heldout_agreement
 from fdk.evaluate import agreement, batch_metrics, evaluate, evaluate_task, teacher_predictions
+from fdk.imagenet_data import load_imagenet_val
 from fdk.inputs import InputSpec, dataset_spec
 from fdk.jobs import resume
 from fdk.methods import METHODS, SynthConfig, make_synthesizer
@@ -69,6 +76,9 @@ __all__ = [
     "find_task_split",
     "get_preset",
     "heldout_agreement",
+    "kd_cost",
+    "load_imagenet_val",
+    "synthesis_cost",
     "load_model",
     "load_nyuv2",
     "load_split",

@@ -12,7 +12,8 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 def test_the_walkthroughs_exist_in_order():
     names = [p.name for p in NOTEBOOKS]
-    assert names[:3] == ["01_bn_inversion.ipynb", "02_meta_initialization.ipynb", "03_segmentation.ipynb"]
+    assert names[:4] == ["01_bn_inversion.ipynb", "02_meta_initialization.ipynb", "03_segmentation.ipynb",
+                         "04_imagenet_scaling.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
