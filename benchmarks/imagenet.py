@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from fdk.cost import kd_cost, synthesis_cost
+from fdk.cost import freed_memory_returned, kd_cost, synthesis_cost
 from fdk.inputs import dataset_spec
 from fdk.models import create_model
 from fdk.presets import PRESETS
@@ -58,6 +58,28 @@ def measure(args, device, inputs, batch: int, k: int, mode: str, compile_kd: boo
     return row
 
 
+def host_syncs(args, device, inputs) -> int | None:
+    """Host synchronisations in one synthesis call (batch 8, k 3), counted by CUDA's sync debug mode."""
+    if device.type != "cuda":
+        return None
+    import warnings
+
+    from fdk.methods import make_synthesizer
+
+    cfg = dataclasses.replace(PRESETS[f"imagenet/resnet50-{args.student}/fast50"], synth_batch_size=8, synth_steps=3)
+    teacher, student = models(args, device, cfg.channels_last)
+    synth = make_synthesizer(cfg, teacher, inputs)
+    synth.synthesize(student)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            synth.synthesize(student)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
@@ -68,6 +90,7 @@ def main(argv=None) -> dict:
     p.add_argument("--calls", type=int, default=2, help="timed synthesis calls per point (after one warm-up)")
     p.add_argument("--kd-steps", type=int, default=10, help="timed KD steps per point")
     p.add_argument("--mode", default=None, help="grid's engine mode (default: bf16+channels_last on a GPU, fp32 on CPU)")
+    p.add_argument("--modes", default=",".join(MODES), help="engine modes of section (b); '' for none")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile of the KD passes (section b)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -76,12 +99,14 @@ def main(argv=None) -> dict:
     batches, ks = [int(b) for b in args.batches.split(",")], [int(k) for k in args.ks.split(",")]
     mode = args.mode or ("bf16+channels_last" if device.type == "cuda" else "fp32")
     started = time.perf_counter()
-    grid = [measure(args, device, inputs, b, k, mode) for b in batches for k in ks]
-    b, k = batches[len(batches) // 2], ks[0]
-    modes = [measure(args, device, inputs, b, k, m) for m in MODES]
-    if args.compile:
-        modes.append(measure(args, device, inputs, b, k, "bf16+channels_last", compile_kd=True))
+    with freed_memory_returned():  # CPU: freed memory goes back to the OS, so each point's peak is its own
+        grid = [measure(args, device, inputs, b, k, mode) for b in batches for k in ks]
+        b, k = batches[len(batches) // 2], ks[0]
+        modes = [measure(args, device, inputs, b, k, m) for m in args.modes.split(",") if m]
+        if args.compile:
+            modes.append(measure(args, device, inputs, b, k, "bf16+channels_last", compile_kd=True))
     result = {"size": args.size, "student": args.student, "grid_mode": mode, "grid": grid, "modes": modes,
+              "host_syncs_per_call": host_syncs(args, device, inputs),
               "upstream_images_per_second": UPSTREAM_IMAGES_PER_SECOND, "seconds": time.perf_counter() - started,
               "machine": {"device": str(device), **machine_info(device)}}  # fmt: skip
     if args.out:

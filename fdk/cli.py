@@ -70,7 +70,7 @@ def cmd_presets(args):
     if args.name:
         return to_dict(get_preset(args.name))
     for name, cfg in PRESETS.items():
-        print(f"{name:40s} {cfg.method:13s} k={cfg.synth_steps:<5d} epochs={cfg.epochs}")
+        print(f"{name:52s} {cfg.method:18s} k={cfg.synth_steps:<5d} epochs={cfg.epochs}")
     return None
 
 

@@ -10,9 +10,12 @@ where no pretrained teacher can be loaded, and the numbers hold for the real one
 Peak memory: on CUDA the allocator's peak over the measured calls; on the CPU the process's peak
 resident memory over them (Linux: /proc/self/status VmHWM, reset through /proc/self/clear_refs) above
 what it held before, so both say how much more memory the work needs. None where neither is available.
+glibc keeps freed memory for reuse, so on a CPU measure inside `freed_memory_returned()`, which makes it
+hand freed blocks back: otherwise a call after a warm-up shows a rise near 0.
 """
 
 import contextlib
+import ctypes
 import dataclasses
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from fdk.inputs import InputSpec
 from fdk.utils import Timer
 
 MIB = 2**20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 
 
 @contextlib.contextmanager
@@ -43,6 +47,28 @@ def peak_memory(device: torch.device):
     yield peak
     if before is not None and reset:
         peak["mib"] = max(0, _rss_kib("VmHWM") - before) / 1024
+
+
+@contextlib.contextmanager
+def freed_memory_returned():
+    """Make glibc hand freed blocks of 128 KiB or more straight back to the OS inside the block.
+
+    fdk.cost measures CPU peak memory as the resident set's high-water mark above what the process
+    held before; glibc keeps freed memory for reuse, so after a warm-up call that rise is close to 0.
+    With this, the resident set follows the live tensors and the rise is what a call needs. No effect
+    on CUDA (the allocator's own peak is used) or outside glibc; restores glibc's usual thresholds after.
+    Yields whether it took effect."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        active = bool(libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024))
+    except (OSError, AttributeError):
+        libc, active = None, False
+    try:
+        yield active
+    finally:
+        if active:
+            libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's dynamic threshold tops out here
+            libc.mallopt(_M_TRIM_THRESHOLD, 64 * 2**20)
 
 
 def _rss_kib(field: str) -> int | None:

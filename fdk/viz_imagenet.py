@@ -1,27 +1,24 @@
 """Notebook 04's views (ImageNet scaling): the teacher's top-5 under synthetic images, cost charts, a test card.
 
-`Top5Gallery` pages through images with the teacher's five most likely classes under each; in a live
-kernel it is a widget (a page slider and a top-1 class filter), and its mimebundle also carries the first
-page as static HTML, which nbconvert shows where no widget state was saved (executed and exported
-notebooks). Like fdk.viz, callbacks only index predictions computed once.
+`Top5Gallery` pages through images with the teacher's five most likely classes under each: a widget (a
+page slider and a top-1 class filter) followed by a static copy of the first page, which offline exports
+(fdk.notebook.export_html) show where the widget cannot run. Like fdk.viz, callbacks only index
+predictions computed once.
 """
 
 import base64
-import contextlib
-import ctypes
 import html
 
 import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 import torch
+from IPython.display import HTML, display
 from PIL import Image, ImageDraw
 from plotly.subplots import make_subplots
 
 from fdk.evaluate import normalized, predict
 from fdk.viz import png_bytes
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 
 
 def top_k(teacher, images: torch.Tensor, mean, std, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,8 +51,8 @@ class Top5Gallery:
     def __init__(self, images, probs, classes, class_names, per_page: int = 8, scale: int = 1, title: str = ""):
         self.images, self.probs, self.classes = images.cpu(), probs, classes
         self.class_names, self.per_page, self.scale, self.title = list(class_names), per_page, scale, title
-        found = sorted({int(c) for c in classes[:, 0]})
-        self.filter = widgets.Dropdown(options=["all"] + [self.class_names[c] for c in found], description="top-1")
+        names = dict.fromkeys(self.class_names[c] for c in sorted({int(c) for c in classes[:, 0]}))  # no repeats
+        self.filter = widgets.Dropdown(options=["all", *names], description="top-1")
         self.page = widgets.IntSlider(min=0, max=0, description="page", continuous_update=False)
         self.caption, self.grid = widgets.HTML(), widgets.HTML()
         self.filter.observe(lambda change: self.render(reset=True), names="value")
@@ -69,7 +66,9 @@ class Top5Gallery:
 
     def chosen(self) -> list[int]:
         name = self.filter.value
-        return [i for i in range(len(self.images)) if name == "all" or self.class_names[self.classes[i, 0]] == name]
+        return [
+            i for i in range(len(self.images)) if name == "all" or self.class_names[int(self.classes[i, 0])] == name
+        ]
 
     def page_html(self, page: int = 0, chosen=None) -> str:
         chosen = list(range(len(self.images))) if chosen is None else chosen
@@ -86,12 +85,13 @@ class Top5Gallery:
         )
         self.grid.value = self.page_html(self.page.value, chosen)
 
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = self.widget._repr_mimebundle_(**kwargs)  # the live widget where a widget manager runs
+    def _ipython_display_(self):
+        """The widget, then page 1 as static HTML in a closed <details>: exported pages cannot run the widget
+        (nbconvert loads its renderer from a CDN), so offline copies show the images there."""
+        display(self.widget)
         pages = -(-len(self.images) // self.per_page)
-        static = f"<p><b>{html.escape(self.title)}</b> page 1 of {pages} (static copy; the widget pages)</p>"
-        bundle["text/html"] = static + self.page_html(0)
-        return bundle
+        summary = f"static copy of page 1 of {pages} ({html.escape(self.title)}), for pages without widgets"
+        display(HTML(f"<details><summary>{summary}</summary>{self.page_html(0)}</details>"))
 
 
 def cost_figure(frame, x: str, title: str, x_title: str, series: str | None = None) -> go.Figure:
@@ -122,25 +122,3 @@ def test_card(size: int = 224, cells: int = 4) -> torch.Tensor:
             draw.text((box[0] + step / 3, box[1] + step / 3), str(r * cells + c + 1), fill=(255, 255, 255),
                       font_size=int(step / 3))  # fmt: skip
     return torch.from_numpy(np.asarray(card).copy()).permute(2, 0, 1)
-
-
-@contextlib.contextmanager
-def freed_memory_returned():
-    """Make glibc hand freed blocks of 128 KiB or more straight back to the OS inside the block.
-
-    fdk.cost measures CPU peak memory as the resident set's high-water mark above what the process
-    held before; glibc keeps freed memory for reuse, so after a warm-up call that rise is close to 0.
-    With this, the resident set follows the live tensors and the rise is what a call needs. No effect
-    on CUDA (the allocator's own peak is used) or outside glibc; restores glibc's usual thresholds after.
-    Yields whether it took effect."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        active = bool(libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024))
-    except (OSError, AttributeError):
-        libc, active = None, False
-    try:
-        yield active
-    finally:
-        if active:
-            libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's dynamic threshold tops out here
-            libc.mallopt(_M_TRIM_THRESHOLD, 64 * 2**20)
