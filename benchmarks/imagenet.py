@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from fdk.cost import freed_memory_returned, kd_cost, synthesis_cost
+from fdk.cost import kd_cost, synthesis_cost
 from fdk.inputs import dataset_spec
 from fdk.models import create_model
 from fdk.presets import PRESETS
@@ -99,12 +99,11 @@ def main(argv=None) -> dict:
     batches, ks = [int(b) for b in args.batches.split(",")], [int(k) for k in args.ks.split(",")]
     mode = args.mode or ("bf16+channels_last" if device.type == "cuda" else "fp32")
     started = time.perf_counter()
-    with freed_memory_returned():  # CPU: freed memory goes back to the OS, so each point's peak is its own
-        grid = [measure(args, device, inputs, b, k, mode) for b in batches for k in ks]
-        b, k = batches[len(batches) // 2], ks[0]
-        modes = [measure(args, device, inputs, b, k, m) for m in args.modes.split(",") if m]
-        if args.compile:
-            modes.append(measure(args, device, inputs, b, k, "bf16+channels_last", compile_kd=True))
+    grid = [measure(args, device, inputs, b, k, mode) for b in batches for k in ks]
+    b, k = batches[len(batches) // 2], ks[0]
+    modes = [measure(args, device, inputs, b, k, m) for m in args.modes.split(",") if m]
+    if args.compile:
+        modes.append(measure(args, device, inputs, b, k, "bf16+channels_last", compile_kd=True))
     result = {"size": args.size, "student": args.student, "grid_mode": mode, "grid": grid, "modes": modes,
               "host_syncs_per_call": host_syncs(args, device, inputs),
               "upstream_images_per_second": UPSTREAM_IMAGES_PER_SECOND, "seconds": time.perf_counter() - started,

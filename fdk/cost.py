@@ -10,8 +10,9 @@ where no pretrained teacher can be loaded, and the numbers hold for the real one
 Peak memory: on CUDA the allocator's peak over the measured calls; on the CPU the process's peak
 resident memory over them (Linux: /proc/self/status VmHWM, reset through /proc/self/clear_refs) above
 what it held before, so both say how much more memory the work needs. None where neither is available.
-glibc keeps freed memory for reuse, so on a CPU measure inside `freed_memory_returned()`, which makes it
-hand freed blocks back: otherwise a call after a warm-up shows a rise near 0.
+glibc keeps freed memory for reuse, so on a CPU `peak_memory` has it hand freed blocks back
+(`freed_memory_returned`), else a call after a warm-up shows a rise near 0; that slows allocation, so on
+a CPU memory is read on the warm-up call and time on the calls after it (on CUDA both on the timed calls).
 """
 
 import contextlib
@@ -32,7 +33,10 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (mallo
 
 @contextlib.contextmanager
 def peak_memory(device: torch.device):
-    """`with peak_memory(device) as peak: ...`; afterwards peak["mib"] is the block's peak extra memory."""
+    """`with peak_memory(device) as peak: ...`; afterwards peak["mib"] is the block's peak extra memory.
+
+    On a CPU the block runs with glibc handing freed memory back (`freed_memory_returned`), which slows
+    allocations: time other calls than the ones measured here (synthesis_cost and kd_cost do)."""
     peak = {"mib": None}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -42,11 +46,21 @@ def peak_memory(device: torch.device):
         torch.cuda.synchronize(device)
         peak["mib"] = (torch.cuda.max_memory_allocated(device) - before) / MIB
         return
-    before = _rss_kib("VmRSS")
-    reset = _reset_peak_rss()
-    yield peak
-    if before is not None and reset:
-        peak["mib"] = max(0, _rss_kib("VmHWM") - before) / 1024
+    with freed_memory_returned() as returned:
+        if returned:
+            _malloc_trim()
+        before = _rss_kib("VmRSS")
+        reset = _reset_peak_rss()
+        yield peak
+        if returned and before is not None and reset:
+            peak["mib"] = max(0, _rss_kib("VmHWM") - before) / 1024
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # what glibc kept from earlier work goes back first
+    except (OSError, AttributeError):
+        pass
 
 
 @contextlib.contextmanager
@@ -95,10 +109,12 @@ def synthesis_cost(cfg, teacher, inputs: InputSpec, student=None, calls: int = 2
 
     device = next(teacher.parameters()).device
     synth = make_synthesizer(cfg, teacher, inputs)
-    for _ in range(warmup):
-        synth.synthesize(student)
+    cpu = device.type != "cuda"
+    with peak_memory(device) if cpu else contextlib.nullcontext() as warm_peak:
+        for _ in range(max(1, warmup)):
+            synth.synthesize(student)
     timer = Timer(device)
-    with peak_memory(device) as peak, timer:
+    with contextlib.nullcontext(warm_peak) if cpu else peak_memory(device) as peak, timer:
         for _ in range(calls):
             synth.synthesize(student)
     images = calls * cfg.synth_batch_size
@@ -117,9 +133,12 @@ def kd_cost(cfg, teacher, student, inputs: InputSpec, steps: int = 4, warmup: in
     optimizer = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     augment = make_augment(cfg.kd_augment, inputs.image_size)
-    kd_phase(dataclasses.replace(cfg, kd_steps=warmup), teacher, student, optimizer, bank, inputs, memory_format, augment)
+    cpu = device.type != "cuda"
+    with peak_memory(device) if cpu else contextlib.nullcontext() as warm_peak:
+        kd_phase(dataclasses.replace(cfg, kd_steps=max(1, warmup)), teacher, student, optimizer, bank, inputs,
+                 memory_format, augment)  # fmt: skip
     timer = Timer(device)
-    with peak_memory(device) as peak, timer:
+    with contextlib.nullcontext(warm_peak) if cpu else peak_memory(device) as peak, timer:
         kd_phase(dataclasses.replace(cfg, kd_steps=steps), teacher, student, optimizer, bank, inputs, memory_format,
                  augment)  # fmt: skip
     images = steps * cfg.kd_batch_size
