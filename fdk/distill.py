@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 import fdk.distributed as distributed
+from fdk.attention import attention_loss, recorded, transfer_stages
 from fdk.augment import crop_flip, make_augment
 from fdk.bank import SyntheticBank
 from fdk.checkpoint import save_weights
@@ -150,6 +151,10 @@ def _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_e
     if cfg.compile:
         kd_teacher, kd_student = torch.compile(kd_teacher), torch.compile(kd_student)
     kd_augment = make_augment(cfg.kd_augment, spec.image_size, scale=(0.08, 1.0))  # the dataset's train view
+    # Generator baselines (§15) train the student on fresh G(z) batches: the synthesizer is the KD source.
+    fresh = getattr(state.synthesizer, "fresh_batches", False)
+    source = state.synthesizer if fresh else state.bank
+    attention = transfer_stages(cfg, teacher, student, spec) if cfg.w_at > 0 else None  # ZSKT (§15)
     test = test.to(device) if test is not None and main else None  # rank 0 evaluates
     timers = state.timers
 
@@ -166,11 +171,12 @@ def _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_e
                 record["agreement_new"] = agreement(student, teacher, out.images, spec.mean, spec.std)
                 record.update({k: v.item() for k, v in out.terms.items()})
                 record["synth_loss"] = out.step_losses[-1].item()
-            state.bank.add(out.images)
+            if not fresh:
+                state.bank.add(out.images)
             if epoch >= cfg.warmup:
                 with timers["kd"]:
                     kd_loss_sum += kd_phase(
-                        cfg, kd_teacher, kd_student, optimizer, state.bank, spec, memory_format, kd_augment
+                        cfg, kd_teacher, kd_student, optimizer, source, spec, memory_format, kd_augment, attention
                     )
                     distributed.broadcast_buffers(student)  # rank 0's BN running statistics everywhere
                 kd_iterations += cfg.kd_steps
@@ -213,7 +219,8 @@ def _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_e
 
     result = DistillResult(summary=run_summary(cfg, state), state=state)
     if folder and main and state.epoch == cfg.epochs - 1:
-        state.bank.save_grid(folder.path / "samples.png")
+        if len(state.bank):
+            state.bank.save_grid(folder.path / "samples.png")
         save_weights(
             student.state_dict(),
             folder.path / "student.safetensors",
@@ -243,18 +250,24 @@ def run_summary(cfg: DistillConfig, state: DistillState) -> dict:
     }
 
 
-def kd_phase(cfg, teacher, student, optimizer, bank, inputs: InputSpec, memory_format, augment=crop_flip):
+def kd_phase(cfg, teacher, student, optimizer, bank, inputs: InputSpec, memory_format, augment=crop_flip,
+             attention=None) -> torch.Tensor:  # fmt: skip
     """kd_steps SGD steps on bank batches (§4.3); returns the summed KD loss (a device scalar: no sync).
-    augment: the dataset's train view of the bank images (CIFAR: crop_flip; ImageNet: resized_crop, §13)."""
+    bank: the bank, or a generator baseline's synthesizer (fresh batches, §15); anything with kd_batch().
+    augment: the dataset's train view of the bank images (CIFAR: crop_flip; ImageNet: resized_crop, §13).
+    attention: (teacher stages, student stages) for ZSKT's attention transfer, weighted by cfg.w_at."""
     student.train()
     total = None
     for _ in range(cfg.kd_steps):
         x = bank.kd_batch(cfg.kd_batch_size, inputs.mean, inputs.std, memory_format, augment=augment)
-        with autocast(x.device, cfg.amp):
-            with torch.no_grad():
-                t = teacher(x)
-            s = student(x)
+        with recorded(attention[0] if attention else []) as t_maps, recorded(attention[1] if attention else []) as s_maps:
+            with autocast(x.device, cfg.amp):
+                with torch.no_grad():
+                    t = teacher(x)
+                s = student(x)
         loss = kd_loss(s.float(), t.float(), cfg.T) if cfg.kd_loss == "kl" else l1_logit_loss(s.float(), t.float())
+        if attention:
+            loss = loss + cfg.w_at * attention_loss(s_maps, t_maps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -58,3 +58,25 @@ def js_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T:
     kl_pm = (m * (m.log() - p.log())).sum(1).mean()
     kl_qm = (m * (m.log() - q.log())).sum(1).mean()
     return 0.5 * kl_pm + 0.5 * kl_qm
+
+
+def activation_loss(features: torch.Tensor) -> torch.Tensor:
+    """DAFL's activation term: −mean |f| of the teacher's penultimate features (real images excite it)."""
+    return -features.abs().mean()
+
+
+def balance_loss(teacher_logits: torch.Tensor) -> torch.Tensor:
+    """DAFL's information-entropy (DFQ's class-balance) term: Σ p̄ log p̄ of the batch-mean prediction p̄.
+    Minimising it maximises the entropy of p̄: the batch covers the classes evenly."""
+    p = F.softmax(teacher_logits, dim=1).mean(0)
+    return (p * torch.log(p)).sum()
+
+
+def kl_adversarial_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """ZSKT's, DFQ's and DAFL's generator term: −KL(T || S) at T = 1, batch mean, every sample counted."""
+    return -kl_divergence(student_logits, teacher_logits).mean()
+
+
+def dfad_adversarial_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """DFAD's generator term: −log(1 + mean |S − T|), the logit discrepancy the student is trained to close."""
+    return -torch.log1p(l1_logit_loss(student_logits, teacher_logits))

@@ -44,6 +44,7 @@ class DistillConfig(SynthConfig):
     momentum: float = option(0.9, "student SGD momentum")
     weight_decay: float = option(1e-4, "student SGD weight decay")
     T: float = option(20.0, "KD temperature T (the loss is KL at T, times T^2)")
+    w_at: float = option(0.0, "ZSKT: weight beta of attention transfer in the student's loss (0: off; §15)")
     kd_loss: str = option("kl", "KD loss: kl (T^2 KL at temperature T, per pixel for segmentation) or l1 (DFAD)")
     cosine_t_max: int = option(200, "cosine schedule length in KD epochs (upstream hard-codes 200)")
     eta_min: float = option(2e-4, "final learning rate of the cosine schedule")
@@ -146,6 +147,31 @@ def deepinversion_preset(dataset: str, teacher: str, student: str) -> DistillCon
     )
 
 
+# Table 1's generator baselines (upstream scripts/*.sh, docs/method.md §15): (kd_steps, w_bn, w_oh, w_adv,
+# w_balance, w_act, T, nz); every one: 1 generator step per call at lr 1e-3, batch 256, 200 epochs of 400 KD steps.
+BASELINES = {
+    "dafl": (5, 0.0, 1.0, 0.0, 20.0, 0.001, 20.0, 512),
+    "zskt": (5, 0.0, 0.0, 1.0, 0.0, 0.0, 20.0, 256),
+    "dfq": (10, 1.0, 1.0, 1.0, 20.0, 0.0, 20.0, 256),
+    "dfad": (5, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 256),
+}
+ZSKT_BETA = 250.0  # attention transfer weight, ZSKT's paper; only where teacher and student stages match
+NO_ATTENTION_PAIRS = {("vgg11", "resnet18")}
+
+
+def baseline_preset(method: str, dataset: str, teacher: str, student: str) -> DistillConfig:
+    """A generator baseline as upstream's script runs it, with the student (not the teacher) in its
+    adversarial term, and for ZSKT attention transfer where the pair allows (§15)."""
+    kd_steps, w_bn, w_oh, w_adv, w_balance, w_act, T, nz = BASELINES[method]
+    w_at = ZSKT_BETA if method == "zskt" and (teacher, student) not in NO_ATTENTION_PAIRS else 0.0
+    return DistillConfig(
+        dataset=dataset, teacher=teacher, student=student, method=method, epochs=200, warmup=0, ep_steps=400,
+        kd_steps=kd_steps, synth_batch_size=256, kd_batch_size=256, synth_steps=1, lr_gen=1e-3, w_bn=w_bn,
+        w_oh=w_oh, w_adv=w_adv, w_balance=w_balance, w_act=w_act, T=T, nz=nz, w_at=w_at, bn_mmt=0.0,
+        reset_l0=False, kd_augment="none", kd_loss="l1" if method == "dfad" else "kl", lr=0.1,
+    )  # fmt: skip
+
+
 def segmentation_preset(dataset: str, teacher: str, student: str, k: int, **changes) -> DistillConfig:
     """Dense FastDFKD (docs/method.md §12). Upstream has no segmentation script; these follow DFAD's
     NYUv2 protocol where it has one (student SGD lr 0.1, wd 5e-5, batch 64, 50 x 5 student steps per
@@ -209,6 +235,8 @@ def _build() -> dict[str, DistillConfig]:
             for k in FAST_K:
                 presets[f"{base}/fast{k}"] = fast_preset(dataset, teacher, student, k)
             presets[f"{base}/deepinv2k"] = deepinversion_preset(dataset, teacher, student)
+            for method in BASELINES:
+                presets[f"{base}/{method}"] = baseline_preset(method, dataset, teacher, student)
     teacher, student = EMBEDDED_PAIR
     for k in FAST_K:
         presets[f"cifar10/{teacher}-{student}/fast{k}"] = fast_preset("cifar10", teacher, student, k)
@@ -235,6 +263,14 @@ def _build() -> dict[str, DistillConfig]:
         imagenet_preset("resnet18", k=2), epochs=2, ep_steps=4, kd_steps=2, synth_batch_size=4, kd_batch_size=8,
         reinit_z=3, ngf=16, cosine_t_max=2, eval_every=1,
     )  # fmt: skip
+    # The generator baselines on the embedded pair: 10 epochs of 8 calls (one generator step and 5 KD steps
+    # each, 10 for DFQ), batch 96.
+    for method in BASELINES:
+        cfg = baseline_preset(method, "cifar10", *EMBEDDED_PAIR)
+        presets[f"smoke/{method}"] = dataclasses.replace(
+            cfg, epochs=10, ep_steps=40 if cfg.kd_steps == 5 else 80, synth_batch_size=96, kd_batch_size=96,
+            cosine_t_max=10, eval_every=5,
+        )  # fmt: skip
     # Segmentation (§12): the paper's NYUv2 pair, and fdk's offline CIFAR-scenes pair (a CPU-sized run).
     for k in FAST_K:
         presets[f"nyuv2/deeplabv3_resnet50-deeplabv3_mobilenet/fast{k}"] = segmentation_preset(

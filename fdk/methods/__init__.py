@@ -10,6 +10,7 @@ from fdk.methods.deepinversion import DeepInversionSynthesizer
 from fdk.methods.fast import SequentialSynthesizer
 from fdk.methods.fast_meta import FastMetaSynthesizer
 from fdk.methods.fast_meta_imagenet import FastMetaImageNetSynthesizer
+from fdk.methods.generative_baselines import GenerativeBaselineSynthesizer
 from fdk.methods.no_reuse import NoReuseSynthesizer
 from fdk.utils import FdkError
 
@@ -19,6 +20,11 @@ METHODS: dict[str, type[Synthesizer]] = {
     "fast": SequentialSynthesizer,  # sequential reuse (Fig. 2b)
     "no_reuse": NoReuseSynthesizer,  # the generator re-initialised every call (Fig. 2a)
     "deepinversion": DeepInversionSynthesizer,  # pixels optimised directly (DeepInv-2k)
+    # Table 1's generator baselines: one generator trained against the student, fresh batches per KD step
+    "dafl": GenerativeBaselineSynthesizer,
+    "zskt": GenerativeBaselineSynthesizer,
+    "dfq": GenerativeBaselineSynthesizer,
+    "dfad": GenerativeBaselineSynthesizer,
 }
 
 

@@ -44,6 +44,8 @@ class SynthConfig:
     w_bn: float = option(10.0, "weight of loss_bn, the BN-statistics loss")
     w_oh: float = option(0.4, "weight of loss_oh, the one-hot CE to sampled classes")
     w_adv: float = option(1.1, "weight of loss_adv, the adversarial term")
+    w_balance: float = option(0.0, "DAFL/DFQ: weight of the class-balance (information entropy) term (§15)")
+    w_act: float = option(0.0, "DAFL: weight of the teacher-activation term (§15)")
     bn_mmt: float = option(0.9, "BN-statistics momentum lambda (0 = plain DeepInversion)")
     reset_l0: bool = option(True, "fast_meta: re-initialise the generator's first layers once (docs/method.md §3.5)")
     reset_l0_call: int = option(
