@@ -80,3 +80,17 @@ def kl_adversarial_loss(student_logits: torch.Tensor, teacher_logits: torch.Tens
 def dfad_adversarial_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """DFAD's generator term: −log(1 + mean |S − T|), the logit discrepancy the student is trained to close."""
     return -torch.log1p(l1_logit_loss(student_logits, teacher_logits))
+
+
+def contrastive_loss(local: torch.Tensor, global_: torch.Tensor, batch: int, T: float) -> torch.Tensor:
+    """CMI's loss_cr: InfoNCE of each projected local view against all projected global views at temperature T.
+
+    local, global_: (N, d) L2-normalised projections, the first `batch` rows from this batch and the rest
+    from the memory of earlier batches (negatives); row i's positive is column i. The global side is
+    detached (a fixed target). The two groups are averaged separately when there are negatives.
+    """
+    logits = local @ global_.detach().T / T
+    ce = F.cross_entropy(logits, torch.arange(len(logits), device=logits.device), reduction="none")
+    if len(ce) > batch:
+        return ce[:batch].mean() + ce[batch:].mean()
+    return ce.mean()

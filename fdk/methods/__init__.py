@@ -6,6 +6,7 @@ implements) and an entry here; `DistillConfig.method` and `fdk distill --set met
 
 from fdk.inputs import teacher_inputs
 from fdk.methods.base import SynthConfig, Synthesized, Synthesizer, synth_part
+from fdk.methods.cmi import ContrastiveSynthesizer
 from fdk.methods.deepinversion import DeepInversionSynthesizer
 from fdk.methods.fast import SequentialSynthesizer
 from fdk.methods.fast_meta import FastMetaSynthesizer
@@ -25,6 +26,7 @@ METHODS: dict[str, type[Synthesizer]] = {
     "zskt": GenerativeBaselineSynthesizer,
     "dfq": GenerativeBaselineSynthesizer,
     "dfad": GenerativeBaselineSynthesizer,
+    "cmi": ContrastiveSynthesizer,  # contrastive model inversion: a fresh generator per batch (CMI-500)
 }
 
 

@@ -46,6 +46,12 @@ class SynthConfig:
     w_adv: float = option(1.1, "weight of loss_adv, the adversarial term")
     w_balance: float = option(0.0, "DAFL/DFQ: weight of the class-balance (information entropy) term (§15)")
     w_act: float = option(0.0, "DAFL: weight of the teacher-activation term (§15)")
+    cr: float = option(0.8, "CMI: weight of the contrastive term loss_cr (§16)")
+    cr_T: float = option(0.2, "CMI: temperature of the contrastive term")
+    cmi_memory: int = option(40960, "CMI: feature vectors kept from earlier batches (negatives)")
+    cmi_negatives: int = option(4096, "CMI: negatives drawn from that memory per step")
+    cmi_head_dim: int = option(256, "CMI: output size of the contrastive projection head")
+    cmi_features: str = option("bn", "CMI: features of every BN layer's input (bn) or of the 4 stages' inputs (stages)")
     bn_mmt: float = option(0.9, "BN-statistics momentum lambda (0 = plain DeepInversion)")
     reset_l0: bool = option(True, "fast_meta: re-initialise the generator's first layers once (docs/method.md §3.5)")
     reset_l0_call: int = option(
@@ -72,6 +78,7 @@ class SynthConfig:
             "amp": (self.amp, AMP_MODES),
             "generator": (self.generator, ("auto", "shallow", "deep")),
             "synth_augment": (self.synth_augment, AUGMENTATIONS),
+            "cmi_features": (self.cmi_features, ("bn", "stages")),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
