@@ -97,7 +97,8 @@ class UpstreamPngPool:
         )
         self.loader, self.iterator = loader, iter(loader)
 
-    def kd_batch(self, batch_size, mean, std, memory_format):
+    def kd_batch(self, batch_size, mean, std, memory_format, augment=None):
+        """The next DataLoader batch; its workers already applied upstream's CPU transforms (`augment` unused)."""
         try:
             x = next(self.iterator)
         except StopIteration:  # upstream's DataIter restarts an exhausted loader
