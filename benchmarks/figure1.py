@@ -7,6 +7,10 @@ synthesis call), so the runs differ only in how their images are made:
     fast2, fast5, fast10      FastDFKD, meta reuse, k = 2 / 5 / 10 inner steps (the paper's Fast-k)
     sequential5, no_reuse5    the Figure-2 ablations at k = 5
     deepinv50/100/200         DeepInversion with 50 / 100 / 200 Adam steps per batch (the paper: 2,000)
+    cmi50                     CMI with 50 steps per batch (the paper: 500), contrastive term on
+    dafl, zskt, dfq, dfad     the generator baselines: one generator step per call, each call followed by
+                              their own 5 KD steps (DFQ 10) on fresh generator batches; the same 40 KD
+                              steps per epoch as everyone (docs/method.md §15)
 
 Each run is a resumable fdk run folder under --runs (a finished one is read back, not rerun); one
 results file collects every run's accuracy-over-synthesis-time curve and states, for a few accuracy
@@ -43,10 +47,18 @@ def configs(tiny: bool) -> dict[str, fdk.DistillConfig]:
     runs["no_reuse5"] = dataclasses.replace(base, method="no_reuse", reset_l0=False)
     for steps in (50, 100, 200):
         runs[f"deepinv{steps}"] = dataclasses.replace(deep, synth_steps=steps, lr=base.lr)
+    runs["cmi50"] = dataclasses.replace(fdk.get_preset("cifar10/wrn40_2-wrn16_1/cmi500"), teacher="resnet20",
+                                        synth_steps=50, cmi_memory=4096, cmi_negatives=1024)  # fmt: skip
+    for method in ("dafl", "zskt", "dfq", "dfad"):
+        runs[method] = fdk.get_preset(f"smoke/{method}")  # the embedded pair
     changes = {**SCHEDULE, **(TINY if tiny else {})}
     out = {}
     for name, cfg in runs.items():
         c = dict(changes)
+        if cfg.method in ("dafl", "zskt", "dfq", "dfad"):  # their own interleave, the same KD steps per epoch
+            c["kd_steps"] = max(1, min(cfg.kd_steps, c["ep_steps"] // 2))
+        if tiny and name == "cmi50":
+            c.update(synth_steps=2, cmi_negatives=4)
         if tiny and name.startswith("deepinv"):
             c["synth_steps"] = {"deepinv50": 2, "deepinv100": 3, "deepinv200": 4}[name]
         out[name] = dataclasses.replace(cfg, **c)
@@ -102,7 +114,8 @@ def plot(results: dict, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
     colours = plt.get_cmap("tab10")
     for i, (name, run) in enumerate(runs.items()):
-        marker = "s" if name.startswith("deepinv") else ("^" if name.startswith(("seq", "no_")) else "o")
+        marker = "s" if name.startswith(("deepinv", "cmi")) else ("^" if name.startswith(("seq", "no_")) else "o")
+        marker = "D" if name in ("dafl", "zskt", "dfq", "dfad") else marker
         left.scatter(run["synth_seconds"], run["final_top1"], color=colours(i), marker=marker, s=60, label=name)
         seconds, top1 = zip(*run["curve"])
         right.plot(seconds, top1, color=colours(i), marker=marker, markersize=3, label=name)

@@ -122,25 +122,34 @@ def synthesis_cost(cfg, teacher, inputs: InputSpec, student=None, calls: int = 2
             "seconds_per_call": timer.seconds / calls, "peak_mib": peak["mib"]}  # fmt: skip
 
 
-def kd_cost(cfg, teacher, student, inputs: InputSpec, steps: int = 4, warmup: int = 1, bank_images: int = 0) -> dict:
-    """Time `steps` KD steps (batch cfg.kd_batch_size) on a bank of random uint8 images."""
+def kd_cost(cfg, teacher, student, inputs: InputSpec, steps: int = 4, warmup: int = 1, bank_images: int = 0,
+            source=None) -> dict:  # fmt: skip
+    """Time `steps` KD steps (batch cfg.kd_batch_size) on a bank of random uint8 images, or on `source`'s
+    batches (a generator baseline's synthesizer: a fresh G(z) per step, §15); ZSKT's attention transfer
+    is included when cfg.w_at > 0."""
+    from fdk.attention import transfer_stages
     from fdk.distill import kd_phase
 
     device = next(teacher.parameters()).device
-    bank = SyntheticBank(device)
-    shape = (max(bank_images, cfg.kd_batch_size), len(inputs.mean), inputs.image_size, inputs.image_size)
-    bank.add(quantize(torch.rand(shape, device=device)))
+    if source is None:
+        source = SyntheticBank(device)
+        shape = (max(bank_images, cfg.kd_batch_size), len(inputs.mean), inputs.image_size, inputs.image_size)
+        source.add(quantize(torch.rand(shape, device=device)))
     optimizer = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     augment = make_augment(cfg.kd_augment, inputs.image_size)
+    attention = transfer_stages(cfg, teacher, student, inputs) if cfg.w_at > 0 else None
     cpu = device.type != "cuda"
+
+    def run(n):
+        kd_phase(dataclasses.replace(cfg, kd_steps=n), teacher, student, optimizer, source, inputs, memory_format,
+                 augment, attention)  # fmt: skip
+
     with peak_memory(device) if cpu else contextlib.nullcontext() as warm_peak:
-        kd_phase(dataclasses.replace(cfg, kd_steps=max(1, warmup)), teacher, student, optimizer, bank, inputs,
-                 memory_format, augment)  # fmt: skip
+        run(max(1, warmup))
     timer = Timer(device)
     with contextlib.nullcontext(warm_peak) if cpu else peak_memory(device) as peak, timer:
-        kd_phase(dataclasses.replace(cfg, kd_steps=steps), teacher, student, optimizer, bank, inputs, memory_format,
-                 augment)  # fmt: skip
+        run(steps)
     images = steps * cfg.kd_batch_size
     return {"images_per_second": images / timer.seconds, "seconds_per_step": timer.seconds / steps,
             "peak_mib": peak["mib"]}  # fmt: skip

@@ -247,11 +247,8 @@ def figure1_chart(results: dict) -> go.Figure:
     figure = make_subplots(rows=1, cols=2, subplot_titles=("final accuracy vs synthesis time",
                                                            "accuracy during the run vs synthesis time so far"))  # fmt: skip
     for name, run in results["runs"].items():
-        symbol = (
-            "square"
-            if run["method"] == "deepinversion"
-            else ("circle" if run["method"] == "fast_meta" else "triangle-up")
-        )
+        symbol = {"deepinversion": "square", "cmi": "square-open", "fast_meta": "circle", "fast": "triangle-up",
+                  "no_reuse": "triangle-up"}.get(run["method"], "diamond")  # diamonds: the generator baselines
         figure.add_scatter(x=[run["synth_seconds"]], y=[run["final_top1"]], mode="markers", name=name,
                            marker=dict(symbol=symbol, size=11), legendgroup=name, row=1, col=1)  # fmt: skip
         seconds, top1 = zip(*run["curve"])

@@ -22,7 +22,8 @@ def test_figure1_tiny_runs_every_method(cifar10_root, tmp_path):
             "--tiny"]  # fmt: skip
     results = figure1.main(args)
     assert set(results["runs"]) == {"fast2", "fast5", "fast10", "sequential5", "no_reuse5", "deepinv50",
-                                    "deepinv100", "deepinv200"}  # fmt: skip
+                                    "deepinv100", "deepinv200", "cmi50", "dafl", "zskt", "dfq", "dfad"}  # fmt: skip
+    assert results["runs"]["dfq"]["method"] == "dfq" and results["runs"]["cmi50"]["synth_steps"] == 2
     assert (tmp_path / "fig.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "fig.json").read_text())
     assert saved["runs"]["fast5"]["curve"] and saved["time_to_accuracy"]["levels"]

@@ -156,3 +156,11 @@ def test_ddp_job_runs_fdk_distill_under_torchrun(tmp_path):
     assert (result["backend"], result["world_size"]) == ("gloo", 1)
     assert result["summary"]["images_synthesized"] == 4
     check_out(tmp_path / "out")
+
+
+def test_methods_job_measures_the_comparison_methods(tmp_path):
+    result = runbook.main(["methods", "--tiny", "--device", "cpu", "--out", str(tmp_path / "out")])
+    assert result["status"] == "done"
+    rows = json.loads((tmp_path / "out" / "methods.json").read_text())["rows"]
+    assert set(rows) == {"fast2", "dfad", "cmi5"} and rows["dfad"]["kd_images_per_second"] > 0
+    check_out(tmp_path / "out")

@@ -320,6 +320,22 @@ def job_imagenet(args, job: Job, device) -> None:
     job.result["status"] = "done"
 
 
+def job_methods(args, job: Job, device) -> None:
+    """J8: benchmarks/methods.py: every Table-1 method (Fast-2/5/10, DeepInv-2k, CMI-500/5, DAFL, ZSKT, DFQ,
+    DFAD) at batch 256: seconds per call and per image, KD images/s, the paper schedule's synthesis hours."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import methods
+
+    sizes = ["--batch", "4", "--calls", "1", "--scaled-steps", "1", "--kd-steps", "1", "--methods", "fast2,dfad,cmi5"]
+    if not args.tiny:
+        sizes = ["--batch", "256", "--calls", "3", "--scaled-steps", "20", "--kd-steps", "50"]
+    with contextlib.redirect_stdout(io.StringIO()) as captured:
+        methods.main(["--device", str(device), *sizes, "--out", str(job.out / "methods.json")])
+    job.print(captured.getvalue())
+    job.result["files"] = ["methods.json"]
+    job.result["status"] = "done"
+
+
 def job_ddp(args, job: Job, device) -> None:
     """J7: the torchrun path on one GPU: `torchrun --nproc_per_node 1 -m fdk distill` (NCCL, the student in
     DDP) on the ImageNet preset at batch 100, k=50 for a few calls, from a random ResNet-50 (cost only)."""
@@ -363,6 +379,7 @@ def main(argv=None) -> dict | None:
         ("segmentation", job_segmentation),
         ("imagenet", job_imagenet),
         ("ddp", job_ddp),
+        ("methods", job_methods),
     )
     for name, func in jobs:
         p = sub.add_parser(name, help=func.__doc__.splitlines()[0])
