@@ -74,6 +74,8 @@ def summarize(runs: dict) -> dict:
     """Per accuracy level: each method's synthesis seconds to reach it, and DeepInversion's time over it."""
     finals = {name: run["final_top1"] for name, run in runs.items()}
     deep = [name for name in runs if name.startswith("deepinv")]
+    if not deep:  # e.g. --only without a DeepInversion run: no reference to compare with
+        return {"levels": {}, "reference": None}
     best_deep = max(deep, key=lambda name: finals[name])
     levels = sorted({round(finals[best_deep], 2), *[x for x in (15.0, 20.0, 25.0) if x < finals[best_deep]]})
     table = {}

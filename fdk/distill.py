@@ -219,8 +219,11 @@ def _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_e
 
     result = DistillResult(summary=run_summary(cfg, state), state=state)
     if folder and main and state.epoch == cfg.epochs - 1:
-        if len(state.bank):
-            state.bank.save_grid(folder.path / "samples.png")
+        shown = state.bank
+        if not len(shown):  # a generator baseline keeps no bank: show a fresh batch of its generator (§15)
+            shown = SyntheticBank()
+            shown.add(state.synthesizer.sample().images.cpu())
+        shown.save_grid(folder.path / "samples.png")
         save_weights(
             student.state_dict(),
             folder.path / "student.safetensors",

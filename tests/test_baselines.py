@@ -128,3 +128,21 @@ def test_generator_baseline_resumes_exactly(tmp_path):
     for a, b in zip(full.synthesizer.generator.state_dict().values(), resumed.synthesizer.generator.state_dict().values()):
         assert torch.equal(a, b)
     assert len(full.bank) == 0 and full.summary["images_synthesized"] == 3 * 2 * 8
+
+
+def test_the_cli_runs_a_baseline_preset(tmp_path, capsys):
+    from fdk.cli import main as cli
+
+    sets = ["epochs=1", "ep_steps=10", "synth_batch_size=8", "kd_batch_size=8", "ngf=8"]
+    code = cli(["distill", "--preset", "smoke/dfad", "--teacher", str(fdk.EMBEDDED_TEACHER), "--data", "",
+                "--out", str(tmp_path / "run"), "--device", "cpu", *[a for s in sets for a in ("--set", s)]])  # fmt: skip
+    assert code == 0 and (tmp_path / "run" / "student.safetensors").exists()
+    assert (tmp_path / "run" / "samples.png").exists()  # no bank: a fresh batch of the generator
+
+
+def test_without_the_adversarial_term_zskt_has_nothing_to_learn_and_keeps_its_generator():
+    """ZSKT's and DFAD's only term is adversarial: before it is on (a warm-up), a call leaves G as it is."""
+    synth, _ = small("zskt")
+    before = [p.clone() for p in synth.generator.parameters()]
+    synth.synthesize(None)  # no student: no adversarial term
+    assert all(torch.equal(a, b) for a, b in zip(before, synth.generator.parameters()))

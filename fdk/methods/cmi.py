@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fdk.augment import crop_flip, normalize, quantize, random_resized_crop_flip
+from fdk.distributed import average_across_ranks
 from fdk.generator import Generator
 from fdk.losses import contrastive_loss
 from fdk.methods.base import KeepBest, Synthesized, Synthesizer
@@ -148,6 +149,7 @@ class ContrastiveSynthesizer(Synthesizer):
             loss.backward()
             optimizer.step()
             if update:
+                average_across_ranks([p.grad for p in self.head.parameters()])  # torchrun: one head everywhere
                 self.head_optimizer.step()
         self.head_optimizer.zero_grad(set_to_none=True)
         if update:

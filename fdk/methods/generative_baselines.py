@@ -22,6 +22,7 @@ import copy
 import torch
 
 from fdk.augment import normalize, quantize
+from fdk.distributed import average_across_ranks
 from fdk.generator import Generator
 from fdk.losses import activation_loss, balance_loss, dfad_adversarial_loss, kl_adversarial_loss, one_hot_loss
 from fdk.methods.base import Synthesized, Synthesizer
@@ -48,9 +49,10 @@ class GenerativeBaselineSynthesizer(Synthesizer):
             loss, terms = self.baseline_loss(normalize(x01, self.inputs.mean, self.inputs.std), student)
             losses.append(loss.detach())
             self.snapshot(snapshots, snapshot_every, step, x01)
-            if update:
+            if update and loss.requires_grad:  # ZSKT/DFAD before the adversarial term is on: nothing to learn
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                average_across_ranks([p.grad for p in generator.parameters()])  # torchrun: one G everywhere (§14)
                 self.optimizer.step()
         return Synthesized(quantize(x01), None, torch.stack(losses), terms, snapshots)
 
