@@ -70,7 +70,8 @@ def freed_memory_returned():
     fdk.cost measures CPU peak memory as the resident set's high-water mark above what the process
     held before; glibc keeps freed memory for reuse, so after a warm-up call that rise is close to 0.
     With this, the resident set follows the live tensors and the rise is what a call needs. No effect
-    on CUDA (the allocator's own peak is used) or outside glibc; restores glibc's usual thresholds after.
+    on CUDA (the allocator's own peak is used) or outside glibc. Afterwards the thresholds go back to glibc's
+    largest defaults, but its dynamic threshold adjustment stays off for the rest of the process.
     Yields whether it took effect."""
     try:
         libc = ctypes.CDLL("libc.so.6")

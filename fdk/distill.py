@@ -137,16 +137,16 @@ def _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_e
     )
     if folder and resume:
         folder.resume(state, rank)
-    if not resume and cfg.init_bank:  # the pre-synthesised set, shared out over the ranks (§13)
-        images, total, hours = load_init_set(cfg.init_bank, spec.image_size, rank, world_size)
-        state.bank.add(images)
-        state.summary.update(init_images=total, init_synth_hours=hours)  # reported apart from synth_hours
     if folder and main and not resume:
         source = getattr(teacher, "source_file", None)
         info = {"inputs": spec.to_metadata(), "world_size": world_size, "backend": distributed.backend(),
                 **(run_info or {})}  # fmt: skip
         folder.start("distill", cfg, teacher_file=source, **info)
-    distributed.barrier()  # rank 0 has cleared the folder before any rank writes to it
+    distributed.barrier()  # rank 0 has cleared the folder before any rank writes to it (a bank spill file too)
+    if not resume and cfg.init_bank:  # the pre-synthesised set, shared out over the ranks (§13)
+        images, total, hours = load_init_set(cfg.init_bank, spec.image_size, rank, world_size)
+        state.bank.add(images)
+        state.summary.update(init_images=total, init_synth_hours=hours)  # reported apart from synth_hours
     kd_teacher, kd_student = teacher, distributed.wrap_student(student, device)  # DDP averages KD gradients
     if cfg.compile:
         kd_teacher, kd_student = torch.compile(kd_teacher), torch.compile(kd_student)

@@ -149,3 +149,15 @@ def test_cli_runs_the_smoke_preset_from_a_torchvision_file(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images_synthesized"] == 4
     end = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert end["event"] == "end" and end["image_shape"] == [3, 224, 224]
+
+
+def test_init_set_spilling_to_disk_survives_the_run_folders_start(tmp_path):
+    """The init set joins the bank after rank 0 clears the run folder, so a disk spill it starts is kept."""
+    torch.manual_seed(0)
+    teacher = create_model("resnet18_imagenet", 1000).eval()
+    cfg = reduced("imagenet/resnet50-resnet18/fast50", student="resnet18_imagenet", epochs=1)
+    fdk.distill(cfg, teacher, None, tmp_path / "init", inputs=SMALL, device="cpu", progress=False)
+    spilled = dataclasses.replace(cfg, init_bank=str(tmp_path / "init"), bank_device_images=2, bank_spill="disk")
+    run = fdk.distill(spilled, teacher, None, tmp_path / "run", inputs=SMALL, device="cpu", progress=False)
+    assert run.bank.spilled > 0 and (tmp_path / "run" / "spill-rank0.u8").exists()
+    assert run.summary["bank_size"] == 4 + run.summary["images_synthesized"]
