@@ -27,6 +27,7 @@ from pathlib import Path
 
 import fdk
 from fdk.presets import FAST_K, fast_preset
+from fdk.presets_baselines import baseline_preset
 from fdk.run import machine_info
 
 # The shared KD schedule (the smoke size of fdk's presets), evaluated every other epoch.
@@ -50,7 +51,7 @@ def configs(tiny: bool) -> dict[str, fdk.DistillConfig]:
     runs["cmi50"] = dataclasses.replace(fdk.get_preset("cifar10/wrn40_2-wrn16_1/cmi500"), teacher="resnet20",
                                         synth_steps=50, cmi_memory=4096, cmi_negatives=1024)  # fmt: skip
     for method in ("dafl", "zskt", "dfq", "dfad"):
-        runs[method] = fdk.get_preset(f"smoke/{method}")  # the embedded pair
+        runs[method] = baseline_preset(method, "cifar10", "resnet20", "wrn16_1")  # upstream: 1 generator step per call
     changes = {**SCHEDULE, **(TINY if tiny else {})}
     out = {}
     for name, cfg in runs.items():
