@@ -6,8 +6,8 @@ student: `smoke/cmi` 16.55%, `smoke/dfq` 20.45%. DAFL, ZSKT and DFAD are not ass
 batch-norm term their one generator needs far more steps than a smoke run has. Measured at 200 generator
 steps and 1,000 KD steps (batch 64, about 200 s each): DAFL 11.4%, DFAD 12.1% (its generator collapses
 onto one teacher class and the student chases it: agreement on fresh batches swings between 0% and 100%);
-ZSKT 10.0% after 240 generator steps (the same collapse). DAFL and ZSKT learn past smoke scale: 35.86% and
-a best of 35.18% after 1,200 generator and 6,000 KD steps (21-35 min, benchmarks/results/
+ZSKT 10.0% after 240 generator steps (the same collapse). DAFL and ZSKT learn past smoke scale: 35.86% after
+1,200 generator and 6,000 KD steps, and a best of 35.18% after 1,128 (21-35 min, benchmarks/results/
 baselines-long-cpu.json), too long for CI. Their real schedule runs on a GPU in runbook J8.
 """
 
