@@ -1,7 +1,10 @@
 """Generators of the synthesizers (docs/method.md §3.1) and the `reset_l0` trick (§3.5).
 
 `Generator` is the upstream 32x32 generator (2,328,899 parameters at nz=256, ngf=64); `img_size`
-sets the starting resolution (img_size // 4), so 128x128 for segmentation needs no new class.
+sets the starting resolution (img_size // 4), so 128x128 for segmentation needs no new class. Its `head`
+is upstream's Sigmoid (pixels in [0, 1]) or the output of the generator baselines' own published
+generators (§15): Tanh then an affine-free BatchNorm (DAFL, DFAD) or the BatchNorm alone (ZSKT), which
+gives images already normalised, each channel zero-mean and unit-variance over the batch.
 `DeepGenerator` is the 224x224 ImageNet generator from a spatial latent, without upstream's unused
 `l1` Linear (which broke the FOMAML path there, §3.1).
 """
@@ -9,9 +12,15 @@ sets the starting resolution (img_size // 4), so 128x128 for segmentation needs 
 import torch
 import torch.nn as nn
 
+GENERATOR_HEADS = {
+    "sigmoid": lambda nc: [nn.Sigmoid()],  # images in [0, 1]; normalisation happens after augmentation
+    "tanh_bn": lambda nc: [nn.Tanh(), nn.BatchNorm2d(nc, affine=False)],  # normalised images (DAFL, DFAD)
+    "bn": lambda nc: [nn.BatchNorm2d(nc, affine=False)],  # normalised images (ZSKT)
+}
+
 
 class Generator(nn.Module):
-    def __init__(self, nz: int = 256, ngf: int = 64, img_size: int = 32, nc: int = 3):
+    def __init__(self, nz: int = 256, ngf: int = 64, img_size: int = 32, nc: int = 3, head: str = "sigmoid"):
         super().__init__()
         self.nz, self.ngf, self.init_size = nz, ngf, img_size // 4
         self.l1 = nn.Sequential(nn.Linear(nz, ngf * 2 * self.init_size**2))
@@ -26,7 +35,7 @@ class Generator(nn.Module):
             nn.BatchNorm2d(ngf),
             nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(ngf, nc, 3, stride=1, padding=1),
-            nn.Sigmoid(),  # images in [0, 1]; normalisation happens after augmentation
+            *GENERATOR_HEADS[head](nc),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

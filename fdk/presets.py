@@ -9,7 +9,7 @@ Variants: `dataclasses.replace(PRESETS[name], kd_steps=100)` or `fdk distill --s
 import dataclasses
 
 from fdk.distill_config import DistillConfig
-from fdk.presets_baselines import BASELINES, baseline_preset, cmi_preset
+from fdk.presets_baselines import BASELINES, PUBLISHED_HEADS, baseline_preset, cmi_preset
 from fdk.utils import FdkError
 
 # (w_adv, w_oh) per teacher/student pair; the rest is common (scripts/fast_cifar.sh, §5)
@@ -162,15 +162,21 @@ def _build() -> dict[str, DistillConfig]:
         imagenet_preset("resnet18", k=2), epochs=2, ep_steps=4, kd_steps=2, synth_batch_size=4, kd_batch_size=8,
         reinit_z=3, ngf=16, cosine_t_max=2, eval_every=1,
     )  # fmt: skip
-    # The generator baselines on the embedded pair: 10 epochs of 8 calls (one generator step and 5 KD steps
-    # each), batch 96. DFQ's is sized to learn (tests/test_methods_learn.py; 2026-11-26, this CPU, every 5th
-    # test image): 3 generator steps per call, its own 10 KD steps, batch 64, ngf 32: 20.45% vs 10.00%
-    # untrained in 194 s. DAFL, ZSKT and DFAD do not learn at any smoke size measured (benchmarks/README.md).
+    # The generator baselines on the embedded pair: 10 epochs, one generator step and 5 KD steps per call.
+    # DAFL, ZSKT and DFAD use the output of their own published generators (gen_head, docs/method.md §15).
+    # Sized by measurement (tests/test_methods_learn.py; 2026-11-26, this CPU, every 5th test image, 10.00%
+    # untrained), 800 KD steps at batch 64 and ngf 32: DAFL 20.15% in 161 s (16 calls per epoch); DFQ 20.45% in
+    # 194 s (8 calls of 3 generator steps and its own 10 KD steps). ZSKT and DFAD do not learn at any smoke
+    # size measured (benchmarks/README.md).
     for method in BASELINES:
         cfg = baseline_preset(method, "cifar10", *EMBEDDED_PAIR)
         presets[f"smoke/{method}"] = dataclasses.replace(
-            cfg, epochs=10, ep_steps=40, synth_batch_size=96, kd_batch_size=96, cosine_t_max=10, eval_every=5
-        )
+            cfg, epochs=10, ep_steps=40, synth_batch_size=96, kd_batch_size=96, cosine_t_max=10, eval_every=5,
+            gen_head=PUBLISHED_HEADS[method],
+        )  # fmt: skip
+    presets["smoke/dafl"] = dataclasses.replace(
+        presets["smoke/dafl"], ep_steps=80, synth_batch_size=64, kd_batch_size=64, ngf=32
+    )
     presets["smoke/dfq"] = dataclasses.replace(
         presets["smoke/dfq"], ep_steps=80, synth_steps=3, synth_batch_size=64, kd_batch_size=64, ngf=32
     )

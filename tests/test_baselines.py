@@ -71,7 +71,7 @@ def test_the_adversarial_term_uses_the_student_and_pushes_the_generator_away_fro
     z = torch.randn(8, synth.cfg.nz)
 
     def adversarial():
-        x = fdk.augment.normalize(synth.generator(z), synth.inputs.mean, synth.inputs.std)
+        x, _ = synth.images(synth.generator, z)
         return synth.adversarial_term(student(x), teacher(x)).item()
 
     with torch.no_grad():
@@ -95,6 +95,32 @@ def test_sample_changes_nothing_and_kd_batches_are_fresh():
     assert a.shape == (4, 3, 32, 32) and not torch.equal(a, b)  # a new z every KD step, no bank
 
 
+@pytest.mark.parametrize("head", ["tanh_bn", "bn"])
+def test_the_published_generator_heads_hand_over_normalised_images(head):
+    """DAFL's/DFAD's (tanh_bn) and ZSKT's (bn) own generators end in an affine-free BatchNorm: every channel
+    of a batch has mean 0 and variance 1 as the networks see it, with no new parameters (§15)."""
+    synth, _ = small("dafl", gen_head=head)
+    x = synth.kd_batch(16, synth.inputs.mean, synth.inputs.std)
+    assert torch.allclose(x.mean((0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(x.var((0, 2, 3), unbiased=False), torch.ones(3), atol=1e-2)
+    z = torch.randn(16, synth.cfg.nz)
+    with torch.no_grad():
+        seen, pixels = synth.images(synth.generator, z)
+    assert torch.allclose(fdk.augment.normalize(pixels, synth.inputs.mean, synth.inputs.std), seen, atol=1e-5)
+    sigmoid, _ = small("dafl")
+    assert sum(p.numel() for p in synth.generator.parameters()) == sum(
+        p.numel() for p in sigmoid.generator.parameters()
+    )
+    assert synth.synthesize(create_model("resnet8", 10)).images.dtype == torch.uint8  # pixels for inspection
+
+
+def test_a_published_head_on_a_method_that_needs_pixels_is_a_clear_error():
+    with pytest.raises(FdkError, match="gen_head=sigmoid"):
+        dataclasses.replace(PRESETS["smoke/fast_meta"], gen_head="bn")
+    with pytest.raises(FdkError, match="gen_head='tanh' is not valid"):
+        dataclasses.replace(PRESETS["smoke/dafl"], gen_head="tanh")
+
+
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
 def test_every_table1_line_has_a_preset(dataset):
     for teacher, student in PAIRS:
@@ -102,7 +128,7 @@ def test_every_table1_line_has_a_preset(dataset):
             cfg = PRESETS[f"{dataset}/{teacher}-{student}/{method}"]
             assert (cfg.method, cfg.synth_steps, cfg.lr_gen, cfg.epochs, cfg.ep_steps, cfg.lr) == (
                 method, 1, 1e-3, 200, 400, 0.1)  # fmt: skip
-            assert cfg.kd_loss == ("l1" if method == "dfad" else "kl")
+            assert cfg.kd_loss == ("l1" if method == "dfad" else "kl") and cfg.gen_head == "sigmoid"  # upstream's
             assert cfg.w_at == (250.0 if method == "zskt" and teacher != "vgg11" else 0.0)
     dafl = PRESETS[f"{dataset}/wrn40_2-wrn16_1/dafl"]
     assert (dafl.nz, dafl.w_oh, dafl.w_balance, dafl.w_act, dafl.w_adv) == (512, 1.0, 20.0, 0.001, 0.0)
@@ -121,11 +147,15 @@ def test_generator_baseline_resumes_exactly(tmp_path):
                               ngf=8, eval_every=1)  # fmt: skip
     teacher = fdk.load_model(fdk.EMBEDDED_TEACHER)
     full = fdk.distill(cfg, teacher, out_dir=tmp_path / "full", device="cpu", progress=False)
-    fdk.distill(cfg, teacher, out_dir=tmp_path / "cut", device="cpu", progress=False, on_epoch=lambda r: r["epoch"] >= 1)
+    fdk.distill(
+        cfg, teacher, out_dir=tmp_path / "cut", device="cpu", progress=False, on_epoch=lambda r: r["epoch"] >= 1
+    )
     resumed = fdk.distill(cfg, teacher, out_dir=tmp_path / "cut", device="cpu", progress=False, resume=True)
     for a, b in zip(full.student.state_dict().values(), resumed.student.state_dict().values()):
         assert torch.equal(a, b)
-    for a, b in zip(full.synthesizer.generator.state_dict().values(), resumed.synthesizer.generator.state_dict().values()):
+    for a, b in zip(
+        full.synthesizer.generator.state_dict().values(), resumed.synthesizer.generator.state_dict().values()
+    ):
         assert torch.equal(a, b)
     assert len(full.bank) == 0 and full.summary["images_synthesized"] == 3 * 2 * 8
 

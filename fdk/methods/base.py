@@ -19,10 +19,13 @@ import torch.nn as nn
 
 from fdk.augment import AUGMENTATIONS, quantize
 from fdk.config import option
+from fdk.generator import GENERATOR_HEADS
 from fdk.hooks import BNStatisticsLoss
 from fdk.inputs import InputSpec
 from fdk.losses import adversarial_loss, one_hot_loss
 from fdk.utils import AMP_MODES, FdkError, autocast, rng_restored
+
+BASELINE_METHODS = ("dafl", "zskt", "dfq", "dfad")  # generator_baselines.py: one generator, fresh batches (§15)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class SynthConfig:
     meta_lr_z: float = option(5e-3, "fast_meta_imagenet: meta Adam lr of the meta-learned latent z (§13)")
     reinit_z: int = option(50, "fast_meta_imagenet: new z and meta-optimiser every n calls (0: never)")
     generator: str = option("auto", "auto (shallow up to 128 px, deep above), shallow or deep (§3.1, §13)")
+    gen_head: str = option(
+        "sigmoid", "generator baselines' output: sigmoid (upstream), tanh_bn (DAFL's, DFAD's own) or bn (ZSKT's); §15"
+    )
     synth_augment: str = option("crop_flip", "synthesis augmentation: crop_flip (CIFAR) or resized_crop (ImageNet)")
     w_bn: float = option(10.0, "weight of loss_bn, the BN-statistics loss")
     w_oh: float = option(0.4, "weight of loss_oh, the one-hot CE to sampled classes")
@@ -77,12 +83,18 @@ class SynthConfig:
             "dense_oh": (self.dense_oh, ("self", "off")),
             "amp": (self.amp, AMP_MODES),
             "generator": (self.generator, ("auto", "shallow", "deep")),
+            "gen_head": (self.gen_head, GENERATOR_HEADS),
             "synth_augment": (self.synth_augment, AUGMENTATIONS),
             "cmi_features": (self.cmi_features, ("bn", "stages")),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
                 raise FdkError(f"{name}={value!r} is not valid; choose one of {', '.join(allowed)}")
+        if self.gen_head != "sigmoid" and self.method not in BASELINE_METHODS:
+            raise FdkError(
+                f"gen_head={self.gen_head!r} is for the generator baselines ({', '.join(BASELINE_METHODS)}); "
+                f"method {self.method!r} needs images in [0, 1]: use gen_head=sigmoid"
+            )
         if self.reinit_z < 0:
             raise FdkError(f"reinit_z must be >= 0 calls (0: never), got {self.reinit_z}")
         for name in ("synth_batch_size", "synth_steps", "nz", "ngf"):

@@ -14,14 +14,16 @@ and the methods are weightings of it (their presets), with their own adversarial
     DFAD  adv 1; the student learns with the L1 loss on logits          loss_adv: −log(1 + L1(S, T))
 
 Upstream built these with `student=teacher` (its bug #11), which makes every adversarial term zero; fdk
-passes the student, as the methods were published.
+passes the student, as the methods were published. Upstream also gave them its shared Sigmoid generator;
+`gen_head` picks instead the output of each method's own published generator (`tanh_bn`: DAFL, DFAD;
+`bn`: ZSKT), an affine-free BatchNorm that hands the networks already-normalised images (§15).
 """
 
 import copy
 
 import torch
 
-from fdk.augment import normalize, quantize
+from fdk.augment import denormalize, normalize, quantize
 from fdk.distributed import average_across_ranks
 from fdk.generator import Generator
 from fdk.losses import activation_loss, balance_loss, dfad_adversarial_loss, kl_adversarial_loss, one_hot_loss
@@ -35,7 +37,7 @@ class GenerativeBaselineSynthesizer(Synthesizer):
 
     def __init__(self, cfg, teacher, inputs):
         super().__init__(cfg, teacher, inputs)
-        self.generator = Generator(self.cfg.nz, self.cfg.ngf, inputs.image_size, len(inputs.mean))
+        self.generator = Generator(self.cfg.nz, self.cfg.ngf, inputs.image_size, len(inputs.mean), self.cfg.gen_head)
         self.generator.to(self.device, memory_format=self.memory_format).train()
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=self.cfg.lr_gen, betas=GENERATOR_BETAS)
 
@@ -44,9 +46,8 @@ class GenerativeBaselineSynthesizer(Synthesizer):
         generator = self.generator if update else copy.deepcopy(self.generator)  # sample(): G's BN stats untouched
         losses, snapshots, terms = [], [], {}
         for step in range(cfg.synth_steps):
-            z = torch.randn(cfg.synth_batch_size, cfg.nz, device=self.device)
-            x01 = generator(z)
-            loss, terms = self.baseline_loss(normalize(x01, self.inputs.mean, self.inputs.std), student)
+            x, x01 = self.images(generator, torch.randn(cfg.synth_batch_size, cfg.nz, device=self.device))
+            loss, terms = self.baseline_loss(x, student)
             losses.append(loss.detach())
             self.snapshot(snapshots, snapshot_every, step, x01)
             if update and loss.requires_grad:  # ZSKT/DFAD before the adversarial term is on: nothing to learn
@@ -55,6 +56,13 @@ class GenerativeBaselineSynthesizer(Synthesizer):
                 average_across_ranks([p.grad for p in generator.parameters()])  # torchrun: one G everywhere (§14)
                 self.optimizer.step()
         return Synthesized(quantize(x01), None, torch.stack(losses), terms, snapshots)
+
+    def images(self, generator, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """G(z) as the networks see it (normalised) and as pixels (in [0, 1] for a Sigmoid head)."""
+        out, mean, std = generator(z), self.inputs.mean, self.inputs.std
+        if self.cfg.gen_head == "sigmoid":
+            return normalize(out, mean, std), out
+        return out, denormalize(out, mean, std)  # a BatchNorm head: already normalised (§15)
 
     def baseline_loss(self, x: torch.Tensor, student) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
@@ -81,10 +89,10 @@ class GenerativeBaselineSynthesizer(Synthesizer):
     @torch.no_grad()
     def kd_batch(self, batch_size: int, mean, std, memory_format=torch.contiguous_format, augment=None) -> torch.Tensor:
         """A fresh batch G(z) for one KD step, normalised (upstream's `sample()`: no augmentation)."""
-        x01 = self.generator(torch.randn(batch_size, self.cfg.nz, device=self.device))
+        x, x01 = self.images(self.generator, torch.randn(batch_size, self.cfg.nz, device=self.device))
         if augment is not None:
-            x01 = augment(x01)
-        return normalize(x01, mean, std).contiguous(memory_format=memory_format)
+            x = normalize(augment(x01), mean, std)
+        return x.contiguous(memory_format=memory_format)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
