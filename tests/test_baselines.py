@@ -1,7 +1,8 @@
 """The generator baselines of Table 1 (DAFL, ZSKT, DFQ, DFAD; docs/method.md §15): loss terms against hand
 computations, the adversarial term with the student in it (upstream's bug #11 fixed), ZSKT's attention
-transfer, fresh KD batches instead of a bank, presets for every Table-1 line, exact resume, and a smoke run
-per method that improves the student (real CIFAR-10 when FDK_DATA holds it)."""
+transfer, fresh KD batches instead of a bank, the published generator outputs (gen_head), presets for
+every Table-1 line, exact resume. Which smoke runs improve the student on real CIFAR-10:
+tests/test_methods_learn.py."""
 
 import dataclasses
 import math

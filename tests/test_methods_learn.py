@@ -3,7 +3,7 @@ benchmarks/README.md).
 
 Measured 2026-11-26 on this project's CPU, top-1 on every 5th test image against 10.00% for the untrained
 student: `smoke/cmi` 16.55%, `smoke/dfq` 20.45%, `smoke/dafl` 20.15% (with DAFL's own generator output,
-gen_head=tanh_bn; XX.XX% with upstream's Sigmoid at the same size). ZSKT and DFAD are not asserted: their
+gen_head=tanh_bn; 10.4% with upstream's Sigmoid at the same size). ZSKT and DFAD are not asserted: their
 only generator loss is adversarial, and their generators collapse onto one teacher class for hundreds of
 steps (the student's agreement with the teacher on fresh batches swings between 0% and 100%), with either
 generator output: 10.0% at every smoke size measured. ZSKT climbs out past smoke scale (best 35.18% after
