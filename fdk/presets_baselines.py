@@ -15,7 +15,7 @@ BASELINES = {
     "dfad": (5, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 256),
 }
 # The output of each method's own published generator (fdk/generator.py, docs/method.md §15); upstream gave
-# all four its shared Sigmoid generator, which the Table-1 presets keep. DFQ released no generator code.
+# all four its shared Sigmoid generator, which the Table-1 presets keep. DFQ: no released generator known to us.
 PUBLISHED_HEADS = {"dafl": "tanh_bn", "zskt": "bn", "dfq": "sigmoid", "dfad": "tanh_bn"}
 ZSKT_BETA = 250.0  # attention transfer weight, ZSKT's paper; only where teacher and student stages match
 NO_ATTENTION_PAIRS = {("vgg11", "resnet18")}
