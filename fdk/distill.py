@@ -26,7 +26,7 @@ from fdk.bank import SyntheticBank
 from fdk.checkpoint import save_weights
 from fdk.config import from_dict, to_dict
 from fdk.data import ImageTensors, SegTensors
-from fdk.evaluate import agreement, evaluate_task, headline_metric
+from fdk.evaluate import agreement, evaluate_task, headline_metric, heldout_metrics
 from fdk.init_set import load_init_set
 from fdk.inputs import InputSpec, teacher_inputs
 from fdk.losses import kd_loss, l1_logit_loss
@@ -168,7 +168,7 @@ def _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_e
             with timers["synth"]:
                 out = state.synthesizer.synthesize(student, adversarial=epoch >= cfg.adversarial_from)
             if call == 0:  # the student has not trained on this batch yet: a held-out check
-                record["agreement_new"] = agreement(student, teacher, out.images, spec.mean, spec.std)
+                record.update(heldout_metrics(student, teacher, out.images, spec.mean, spec.std))
                 record.update({k: v.item() for k, v in out.terms.items()})
                 record["synth_loss"] = out.step_losses[-1].item()
             if not fresh:
@@ -212,7 +212,8 @@ def _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_e
             if main:
                 folder.log(**record)
             folder.save(state, rank)
-        bar.set_postfix({k: f"{record[k]:.2f}" for k in (f"test_{metric}", "agreement_new") if k in record})
+        shown_keys = (f"test_{metric}", "agreement_new", "classes_new")
+        bar.set_postfix({k: f"{record[k]:.4g}" for k in shown_keys if k in record})
         if distributed.any_rank(on_epoch is not None and bool(on_epoch(record)), device):
             break  # the caller ends the run here, e.g. at a time limit; it resumes from this epoch
     bar.close()

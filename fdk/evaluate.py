@@ -67,9 +67,18 @@ def normalized(images: torch.Tensor, model: torch.nn.Module, mean, std) -> torch
 @torch.no_grad()
 def agreement(student: torch.nn.Module, teacher: torch.nn.Module, images: torch.Tensor, mean, std) -> float:
     """Top-1 agreement (%) of student and teacher on uint8 images (e.g. held-out synthetic ones)."""
+    return heldout_metrics(student, teacher, images, mean, std)["agreement_new"]
+
+
+@torch.no_grad()
+def heldout_metrics(student: torch.nn.Module, teacher: torch.nn.Module, images: torch.Tensor, mean, std) -> dict:
+    """On uint8 images the student has not trained on: its top-1 agreement (%) with the teacher, and how
+    many classes the teacher sees in them (its distinct top-1 classes, over pixels for segmentation). A
+    generator that collapsed onto one class gives 1 (docs/method.md §15)."""
     x = normalized(images, teacher, mean, std)
-    same = predict(student, x).argmax(1) == predict(teacher, x).argmax(1)
-    return 100.0 * same.float().mean().item()
+    t = predict(teacher, x).argmax(1)
+    same = predict(student, x).argmax(1) == t
+    return {"agreement_new": 100.0 * same.float().mean().item(), "classes_new": t.unique().numel()}
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ import torch
 
 from fdk.checkpoint import load_checkpoint
 from fdk.distill import distill, heldout_agreement
+from fdk.evaluate import heldout_metrics
 from fdk.models import create_model, with_random_bn_statistics
 from fdk.presets import FAST_K, PAIRS, PRESETS, get_preset
 from fdk.run import read_run
@@ -128,6 +129,32 @@ def test_schedule_counts(tmp_path):
     assert [r["bank_size"] for r in records] == [8, 16, 24, 32]
     assert [round(r["lr"], 6) for r in records] == [0.1, 0.1, 0.05, 0.0]
     assert summary["images_synthesized"] == 32 and summary["kd_seconds"] > 0 and summary["synth_seconds"] > 0
+
+
+class PixelClassifier(torch.nn.Module):
+    """Predicts class c for an image whose first pixel is 20·c (uint8), whatever else it holds."""
+
+    def __init__(self, bias_to: int | None = None):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(255.0 / 20))
+        self.bias_to = bias_to
+
+    def forward(self, x):
+        logits = -((x[:, 0, 0, 0, None] * self.scale - torch.arange(10.0)) ** 2)
+        if self.bias_to is not None:
+            logits[:, self.bias_to] += 1e6
+        return logits
+
+
+def test_heldout_metrics_count_the_teachers_classes_and_the_agreement():
+    """Teacher classes 0, 2, 2, 5 in the batch: 3 classes; a student that always says 2 agrees on 2 of 4."""
+    images = torch.zeros(4, 3, 4, 4, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.tensor([0, 40, 40, 100], dtype=torch.uint8)
+    metrics = heldout_metrics(PixelClassifier(bias_to=2), PixelClassifier(), images, (0.0,) * 3, (1.0,) * 3)
+    assert metrics == {"agreement_new": 50.0, "classes_new": 3}
+    records = []
+    distill(TINY, tiny_teacher(), device="cpu", progress=False, on_epoch=records.append)
+    assert all(1 <= r["classes_new"] <= 10 and isinstance(r["classes_new"], int) for r in records)
 
 
 def spy_on_synthesis(monkeypatch):

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 import fdk
+from fdk.checkpoint import read_metadata
+from fdk.evaluate import evaluate
 from tests.conftest import REPO
 
 spec = importlib.util.spec_from_file_location("runbook", REPO / "benchmarks" / "gpu" / "runbook.py")
@@ -102,6 +104,13 @@ def test_distill_job_resumes_across_calls(staged, tmp_path):
     args = ["distill", "--tiny", "--device", "cpu", "--work", str(work)]
     first = runbook.main([*args, "--out", str(tmp_path / "out1"), "--minutes", "0"])
     assert first["status"].startswith("running") and len(first["epochs"]) == 1
+    check_out(tmp_path / "out1")
+    (partial,) = first["files"]  # the student so far comes back, with the test top-1 the run measured
+    student = fdk.load_model(tmp_path / "out1" / partial)
+    assert read_metadata(tmp_path / "out1" / partial)["epoch"] == 0
+    spec = fdk.dataset_spec("cifar10")
+    measured = evaluate(student, fdk.load_split(work / "cifar10", "cifar10", "test"), spec.mean, spec.std)["top1"]
+    assert measured == pytest.approx(first["epochs"][-1]["test_top1"], abs=1e-6)
     second = runbook.main([*args, "--out", str(tmp_path / "out2")])
     assert second["status"] == "done" and [r["epoch"] for r in second["epochs"]] == [0, 1, 2]
     summary = second["summary"]

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 import fdk
+from fdk.checkpoint import save_weights
 from fdk.config import from_dict, override
 from fdk.data import ImageTensors, pack_split
 from fdk.run import machine_info, read_run
@@ -244,12 +245,19 @@ def job_distill(args, job: Job, device) -> None:
     folder = work / "runs" / args.preset.replace("/", "_")
     resume = (folder / "checkpoint.pt").exists()
     job.print(f"distill {args.preset}: {'resuming' if resume else 'starting'} in {folder}")
-    fdk.distill(cfg, teacher, test, folder, device=device, resume=resume, progress=False, on_epoch=job.time_is_up,
-                run_info={"preset": args.preset})  # fmt: skip
+    result = fdk.distill(cfg, teacher, test, folder, device=device, resume=resume, progress=False,
+                         on_epoch=job.time_is_up, run_info={"preset": args.preset})  # fmt: skip
     job.result.update(_run_record(folder))
     job.result["job_seconds"] = _job_seconds(folder, time.perf_counter() - job.started)
     if job.result["summary"] is None:
         job.result["status"] = "running: run the same command again (warm machine) to continue"
+        # The student so far comes back too: the run folder does not outlive the machine (tests check it on
+        # real CIFAR-10, tests/test_gpu_students.py).
+        last = job.result["epochs"][-1]
+        partial = job.out / f"{folder.name}.epoch{last['epoch']}.student.safetensors"
+        save_weights(result.student.state_dict(), partial, arch=cfg.student, epoch=last["epoch"],
+                     test_top1=last.get("test_top1"), **fdk.dataset_spec(cfg.dataset).to_metadata())  # fmt: skip
+        job.result["files"] = [partial.name]
         return
     job.result["files"] = job.keep(folder / "student.safetensors", f"{folder.name}.student.safetensors")
     job.result["status"] = "done"
