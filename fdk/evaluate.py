@@ -72,13 +72,16 @@ def agreement(student: torch.nn.Module, teacher: torch.nn.Module, images: torch.
 
 @torch.no_grad()
 def heldout_metrics(student: torch.nn.Module, teacher: torch.nn.Module, images: torch.Tensor, mean, std) -> dict:
-    """On uint8 images the student has not trained on: its top-1 agreement (%) with the teacher, and how
-    many classes the teacher sees in them (its distinct top-1 classes, over pixels for segmentation). A
-    generator that collapsed onto one class gives 1 (docs/method.md §15)."""
+    """On uint8 images the student has not trained on: its top-1 agreement (%) with the teacher, and the
+    effective number of classes the teacher sees in them, exp(entropy of its top-1 class histogram; over
+    pixels for segmentation): 1 for a batch of one class, C for a balanced one. A generator that collapsed
+    onto one class gives about 1 (docs/method.md §15)."""
     x = normalized(images, teacher, mean, std)
     t = predict(teacher, x).argmax(1)
     same = predict(student, x).argmax(1) == t
-    return {"agreement_new": 100.0 * same.float().mean().item(), "classes_new": t.unique().numel()}
+    p = t.flatten().bincount().float()
+    p = p[p > 0] / p.sum()
+    return {"agreement_new": 100.0 * same.float().mean().item(), "classes_new": (-(p * p.log()).sum()).exp().item()}
 
 
 @torch.no_grad()
