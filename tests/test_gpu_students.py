@@ -32,14 +32,16 @@ def top1(model, cifar10_root) -> float:
 def test_gpu_student_has_its_recorded_accuracy(cifar10_root, path):
     if path is None:
         pytest.skip("no student has come back from the GPU runbook yet (benchmarks/gpu/STATUS.md)")
-    recorded = read_metadata(path)["test_top1"]
+    recorded = read_metadata(path).get("test_top1")
+    if recorded is None:
+        pytest.skip(f"{path.name} records no test top-1 (its run stopped on an epoch without evaluation)")
     assert top1(load_model(path), cifar10_root) == pytest.approx(recorded, abs=AMP_TOLERANCE)
 
 
 @pytest.mark.data
 @pytest.mark.parametrize("method", J8_METHODS)
 def test_j8_method_improved_its_student(cifar10_root, method):
-    found = [p for p in STUDENTS if p.parent.name.startswith(f"j8-{method}")]  # j8-zskt, j8-zskt-bn, ...
+    found = [p for p in STUDENTS if p.parent.name.split("-")[:2] == ["j8", method]]  # j8-zskt, j8-zskt-bn, ...
     if not found:
         pytest.skip(f"runbook J8 has not brought back a {method} student yet (benchmarks/gpu/README.md, J8)")
     for path in found:

@@ -6,10 +6,10 @@ student: `smoke/cmi` 16.55%, `smoke/dfq` 20.45%, `smoke/dafl` 20.15% (with DAFL'
 gen_head=tanh_bn; 10.4% with upstream's Sigmoid at the same size). ZSKT and DFAD are not asserted here:
 their only generator loss is adversarial, and with either generator output they reach 10.0-12.6% at every
 smoke size measured (DFAD's generator collapses onto 1-2.6 effective classes; ZSKT's covers about 4.5 for
-most of the run, but its student predicts one class on every real image). ZSKT climbs out past smoke scale (best 35.18% after
-1,128 generator steps, 21 min, benchmarks/results/baselines-long-cpu.json), too long for CI. Their learning
-is asserted on the students that runbook J8 brings back from the real schedule on a GPU
-(tests/test_gpu_students.py; skipped until then).
+most of the run, but its student predicts one class on every real image). ZSKT climbs out past smoke
+scale (best 35.18% after 1,128 generator steps, 21 min, benchmarks/results/baselines-long-cpu.json), too
+long for CI. Their learning is asserted on the students that runbook J8 brings back from the real schedule
+on a GPU (tests/test_gpu_students.py; skipped until then).
 """
 
 import pytest
