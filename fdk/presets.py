@@ -167,7 +167,7 @@ def _build() -> dict[str, DistillConfig]:
     # Sized by measurement (tests/test_methods_learn.py; 2026-11-26, this CPU, every 5th test image, 10.00%
     # untrained), 800 KD steps at batch 64 and ngf 32: DAFL 20.15% in 161 s (16 calls per epoch); DFQ 20.45% in
     # 194 s (8 calls of 3 generator steps and its own 10 KD steps). ZSKT and DFAD do not learn at any smoke
-    # size measured (benchmarks/README.md).
+    # size measured (benchmarks/README.md); at Table 1's schedule on a GPU they do (runbook J8, §15).
     for method in BASELINES:
         cfg = baseline_preset(method, "cifar10", *EMBEDDED_PAIR)
         presets[f"smoke/{method}"] = dataclasses.replace(
