@@ -26,6 +26,7 @@ from PIL import Image
 
 from fdk.augment import quantize
 from fdk.bank import SyntheticBank
+from fdk.checkpoint import write_json
 from fdk.distill import distill, kd_phase
 from fdk.inputs import dataset_spec
 from fdk.methods import make_synthesizer
@@ -284,8 +285,7 @@ def main(argv=None):
     if args.kd_variants:
         results["kd_variants"] = bench_kd_variants(args, device, info)
         print(json.dumps(results["kd_variants"], indent=1), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    write_json(results, args.out)
     return results
 
 

@@ -21,11 +21,11 @@ levels, how many synthesis seconds each method needed to reach it and the ratio 
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 import fdk
+from fdk.checkpoint import write_json
 from fdk.presets import FAST_K, fast_preset
 from fdk.presets_baselines import baseline_preset
 from fdk.run import machine_info
@@ -187,8 +187,7 @@ def main(argv=None):
         "runs": runs,
         "time_to_accuracy": summarize(runs),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    write_json(results, args.out.with_suffix(".json"))
     plot(results, args.out.with_suffix(".png"))
     print(markdown(results))
     return results

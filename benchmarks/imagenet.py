@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from fdk.checkpoint import write_json
 from fdk.cost import kd_cost, synthesis_cost
 from fdk.inputs import dataset_spec
 from fdk.models import create_model
@@ -109,8 +110,7 @@ def main(argv=None) -> dict:
               "upstream_images_per_second": UPSTREAM_IMAGES_PER_SECOND, "seconds": time.perf_counter() - started,
               "machine": {"device": str(device), **machine_info(device)}}  # fmt: skip
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(result, args.out)
     return result
 
 

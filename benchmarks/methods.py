@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from fdk.checkpoint import write_json
 from fdk.cost import kd_cost, synthesis_cost
 from fdk.inputs import dataset_spec
 from fdk.methods import make_synthesizer
@@ -80,8 +81,7 @@ def main(argv=None) -> dict:
               "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
               "machine": {"device": str(device), **machine_info(device)}}  # fmt: skip
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(result, args.out)
     return result
 
 

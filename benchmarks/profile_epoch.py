@@ -11,7 +11,6 @@ The per-step synchronisation costs a little; the un-instrumented KD phase is tim
 
 import argparse
 import dataclasses
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 from fdk.augment import quantize
 from fdk.bank import SyntheticBank
+from fdk.checkpoint import write_json
 from fdk.distill import DistillState, kd_phase
 from fdk.evaluate import agreement, evaluate
 from fdk.inputs import dataset_spec
@@ -178,8 +178,7 @@ def main(argv=None):
     result = {"machine": {"device": str(device), **machine_info(device)}, "date": time.strftime("%Y-%m-%d")}
     result.update(profile_epoch(args, device))
     result["operators"] = operator_table(args, device)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(result, args.out)
     width = max(map(len, result["phases_seconds"]))
     for name, seconds in sorted(result["phases_seconds"].items(), key=lambda item: -item[1]):
         print(f"{name:{width}s} {seconds:9.3f} s  {100 * result['phases_share'][name]:5.1f}%")

@@ -9,13 +9,13 @@ one run on one machine.
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 import torch
 
 import fdk
+from fdk.checkpoint import write_json
 from fdk.run import machine_info
 
 
@@ -57,8 +57,7 @@ def main(argv=None) -> dict:
               "preset": args.preset, "config": dataclasses.asdict(cfg), "teacher": args.teacher,
               "test_scenes": len(test), "rows": rows, "seconds": time.perf_counter() - started}  # fmt: skip
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(result, args.out)
     return result
 
 

@@ -20,6 +20,7 @@ import torch
 
 from fdk.augment import quantize
 from fdk.bank import SyntheticBank
+from fdk.checkpoint import write_json
 from fdk.distill import kd_phase
 from fdk.inputs import dataset_spec
 from fdk.methods import make_synthesizer
@@ -87,8 +88,7 @@ def main(argv=None) -> dict:
         print(dataset, json.dumps(result["pairs"][dataset]), flush=True)
     result["seconds"] = time.perf_counter() - started
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(result, args.out)
     return result
 
 

@@ -47,6 +47,11 @@ def atomic_save(obj, path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def write_json(obj, path) -> None:
+    """Indented JSON, atomically, creating the folder: run.json, reports and benchmark results files."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1) + "\n"))
+
+
 def load_checkpoint(path) -> dict:
     """torch.load with weights_only=True (numpy scalars allowed), on the CPU."""
     path = Path(path)

@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+from fdk.checkpoint import write_json
 from fdk.data import find_split
 from fdk.distill import distill, heldout_agreement
 from fdk.evaluate import evaluate
@@ -48,6 +49,6 @@ def run_demo(out_dir="runs/demo", preset: str = "smoke/fast_meta", data_root=Non
         untrained = create_model(cfg.student, spec.num_classes).to(device)
         report["student_test_top1"] = result.summary["final_top1"]
         report["untrained_test_top1"] = evaluate(untrained, test, spec.mean, spec.std)["top1"]
-    (Path(out_dir) / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_json(report, Path(out_dir) / "report.json")
     print(json.dumps(report, indent=1))
     return report

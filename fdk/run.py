@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import torch
 
-from fdk.checkpoint import atomic_save, atomic_write, file_sha256, load_checkpoint
+from fdk.checkpoint import atomic_save, atomic_write, file_sha256, load_checkpoint, write_json
 from fdk.utils import ROOT, VERSION, FdkError, Timer, rng_state, set_rng_state
 
 
@@ -102,7 +102,7 @@ class RunFolder:
             "commit": git_commit(),
             "machine": machine_info(),
         }
-        atomic_write(self.run_file, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1) + "\n"))
+        write_json(info, self.run_file)
         self.metrics_file.touch()
 
     def info(self) -> dict:

@@ -1,8 +1,10 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from fdk.checkpoint import atomic_save, load_checkpoint, load_state_dict_file, read_metadata, save_weights
+from fdk.checkpoint import atomic_save, load_checkpoint, load_state_dict_file, read_metadata, save_weights, write_json
 from fdk.models import create_model, load_model, load_weights
 from fdk.utils import FdkError
 
@@ -132,3 +134,14 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
         atomic_save({"a": Unpicklable()}, path)
     assert torch.equal(load_checkpoint(path)["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temp file left behind
+
+
+def test_write_json_makes_the_folder_and_keeps_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "results" / "bench.json"
+    write_json({"top1": 0.5, "rows": [1, 2]}, path)
+    assert json.loads(path.read_text()) == {"top1": 0.5, "rows": [1, 2]}
+    assert path.read_text().endswith("}\n")
+    with pytest.raises(TypeError):
+        write_json({"top1": object()}, path)
+    assert json.loads(path.read_text())["top1"] == 0.5
+    assert [p.name for p in path.parent.iterdir()] == ["bench.json"]  # no temp file left behind

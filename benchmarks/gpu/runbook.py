@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 import fdk
-from fdk.checkpoint import save_weights
+from fdk.checkpoint import save_weights, write_json
 from fdk.config import from_dict, override
 from fdk.data import ImageTensors, pack_split
 from fdk.run import machine_info, read_run
@@ -158,7 +158,7 @@ class Job:
     def finish(self, device) -> dict:
         self.result["call_seconds"] = time.perf_counter() - self.started
         self.result["machine"] = {"device": str(device), **machine_info(device)}
-        (self.out / "result.json").write_text(json.dumps(self.result, indent=1) + "\n")
+        write_json(self.result, self.out / "result.json")
         self.print(f"{self.name}: {self.result['status']} after {self.result['call_seconds']:.0f} s")
         self._log.close()
         return self.result
