@@ -27,8 +27,9 @@ from PIL import Image
 from fdk.augment import quantize
 from fdk.bank import SyntheticBank
 from fdk.checkpoint import write_json
-from fdk.distill import distill, kd_phase
+from fdk.distill import distill
 from fdk.inputs import dataset_spec
+from fdk.kd import kd_phase
 from fdk.methods import make_synthesizer
 from fdk.models import EMBEDDED_TEACHER, create_model, load_model, with_random_bn_statistics
 from fdk.presets import PRESETS
@@ -209,7 +210,8 @@ def bench_kd_variants(args, device, info, variants=None) -> dict:
 
 
 def bench_end_to_end(args, device):
-    cfg = dataclasses.replace(PRESETS["smoke/fast_meta"], epochs=args.e2e_epochs)
+    base = PRESETS["smoke/fast_meta"]  # a short run keeps at least one KD epoch (fewer warm-up epochs)
+    cfg = dataclasses.replace(base, epochs=args.e2e_epochs, warmup=min(base.warmup, args.e2e_epochs - 1))
     teacher = (
         load_model(EMBEDDED_TEACHER)
         if EMBEDDED_TEACHER.exists()

@@ -169,7 +169,8 @@ def main(argv=None):
         if not done:
             resume = (folder / "checkpoint.pt").exists()
             started = time.perf_counter()
-            fdk.distill(cfg, teacher, test, folder, device=args.device, progress=False, resume=resume)
+            fdk.distill(cfg, teacher, test, folder, device=args.device, progress=False, resume=resume,
+                        overwrite=not resume)  # a start that died before its first checkpoint is replaced
             print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
         record = fdk.read_run(folder)
         curve = [(r["synth_seconds"], r["test_top1"]) for r in record["epochs"] if "test_top1" in r]

@@ -20,9 +20,10 @@ import torch
 from fdk.augment import quantize
 from fdk.bank import SyntheticBank
 from fdk.checkpoint import write_json
-from fdk.distill import DistillState, kd_phase
+from fdk.distill import DistillState
 from fdk.evaluate import agreement, evaluate
 from fdk.inputs import dataset_spec
+from fdk.kd import kd_phase
 from fdk.losses import kd_loss
 from fdk.methods import make_synthesizer
 from fdk.models import create_model, with_random_bn_statistics
@@ -45,7 +46,7 @@ class Phases:
 
 
 def instrumented_kd(cfg, teacher, student, optimizer, bank, info, memory_format, phases: Phases) -> None:
-    """`fdk.distill.kd_phase`, one synchronised timer per part of a KD step."""
+    """`fdk.kd.kd_phase`, one synchronised timer per part of a KD step."""
     student.train()
     for _ in range(cfg.kd_steps):
         with phases("kd: sample + augment"):

@@ -3,7 +3,7 @@
 CIFAR-scenes pair (segnet_small -> segnet_tiny), every number from one run on one machine.
 
 The teacher's weights do not change the cost, so a DeepLabV3 with random BN statistics stands in for a
-trained NYUv2 teacher. KD is one step of `fdk.distill.kd_phase` (teacher forward, student forward and
+trained NYUv2 teacher. KD is one step of `fdk.kd.kd_phase` (teacher forward, student forward and
 backward, SGD) on bank batches; synthesis is whole `synthesize()` calls with the adversarial term on.
 
     python benchmarks/segmentation.py --device cpu --out benchmarks/results/segmentation-cpu.json
@@ -21,8 +21,8 @@ import torch
 from fdk.augment import quantize
 from fdk.bank import SyntheticBank
 from fdk.checkpoint import write_json
-from fdk.distill import kd_phase
 from fdk.inputs import dataset_spec
+from fdk.kd import kd_phase
 from fdk.methods import make_synthesizer
 from fdk.models import create_model, with_random_bn_statistics
 from fdk.presets import PRESETS

@@ -7,6 +7,7 @@ The public API, in the order a run uses it (docs/method.md explains the method):
     test = fdk.load_split(data_root, "cifar10", "test")                 # optional: real data for evaluation
     result = fdk.distill(cfg, teacher, test, out_dir="runs/mine")
     result.summary["final_top1"], result.student, result.bank
+    # out_dir holding a run: refused unless resume=True or overwrite=True; SIGTERM/Ctrl-C: fdk.Stopped, resumable
 
     synthesizer = fdk.make_synthesizer(cfg, teacher)                    # one method on its own
     batch = synthesizer.synthesize(student)                             # a call of a run
@@ -27,8 +28,8 @@ from fdk.bank import SyntheticBank
 from fdk.config import override
 from fdk.cost import kd_cost, synthesis_cost
 from fdk.data import ImageTensors, SegTensors, find_split, load_split
-from fdk.distill import DistillResult, distill, heldout_agreement
-from fdk.evaluate import agreement, batch_metrics, evaluate, evaluate_task, teacher_predictions
+from fdk.distill import DistillResult, distill
+from fdk.evaluate import agreement, batch_metrics, evaluate, evaluate_task, heldout_agreement, teacher_predictions
 from fdk.imagenet_data import load_imagenet_val
 from fdk.inputs import InputSpec, dataset_spec
 from fdk.jobs import resume
@@ -40,6 +41,7 @@ from fdk.run import read_run
 from fdk.scenes import make_scenes
 from fdk.segdata import find_task_split, load_nyuv2, load_task_split
 from fdk.segmetrics import evaluate_segmentation
+from fdk.stop import Stopped
 from fdk.train import RECIPES, TeacherConfig, train_teacher
 from fdk.utils import VERSION as __version__
 from fdk.utils import FdkError, resolve_device, seed_everything
@@ -59,6 +61,7 @@ __all__ = [
     "FdkError",
     "ImageTensors",
     "SegTensors",
+    "Stopped",
     "InputSpec",
     "SynthConfig",
     "SyntheticBank",

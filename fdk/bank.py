@@ -15,12 +15,15 @@ to it, in `state_dict()`, only the images added since the last call (raw uint8, 
 i·C·H·W), and its state holds the counts; `load_state_dict` reads them back from that file.
 """
 
+import io
+import itertools
 from pathlib import Path
 
 import torch
 
 from fdk.augment import crop_flip, normalize, to_unit
 from fdk.bank_storage import SPILLS, bank_bytes, make_spill
+from fdk.checkpoint import atomic_write, write_at
 from fdk.utils import FdkError
 
 __all__ = ["SyntheticBank", "bank_bytes", "read_bank_file"]
@@ -198,17 +201,16 @@ class SyntheticBank:
 
     def _flush(self) -> None:
         """Write images _flushed..total-1 at their offsets, a chunk at a time from whichever tier holds them;
-        earlier bytes are never rewritten."""
+        earlier bytes are never rewritten. A failed write (a full disk) leaves the file as the last
+        checkpoint counted it and raises WriteFailed with the bytes needed."""
         per_image, chunk = bank_bytes(1, self.image_shape), self._chunk()
         first_kept = self.total - self.size  # global index of the oldest kept image
         dropped = max(0, first_kept - self._flushed)  # added and dropped (capacity) before any flush
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.file, "r+b" if self.file.exists() else "wb") as f:
-            f.seek(self._flushed * per_image)
-            f.truncate()  # bytes after the last checkpoint's count belong to no checkpoint
-            f.write(bytes(dropped * per_image))  # placeholders: resume never reads them
-            for start in range(max(0, self._flushed - first_kept), self.size, chunk):
-                f.write(self._read(start, min(start + chunk, self.size)).cpu().numpy())
+        starts = range(max(0, self._flushed - first_kept), self.size, chunk)
+        chunks = (self._read(s, min(s + chunk, self.size)).contiguous().cpu().numpy() for s in starts)
+        placeholders = [bytes(dropped * per_image)] if dropped else []  # resume never reads them
+        size = (self.total - self._flushed) * per_image
+        write_at(self.file, self._flushed * per_image, itertools.chain(placeholders, chunks), size)
         self._flushed = self.total
 
     def load_state_dict(self, state: dict) -> None:
@@ -249,10 +251,10 @@ class SyntheticBank:
         from torchvision.utils import save_image
 
         images = self.newest(n) if newest else self._read(0, min(n, self.size))
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(to_unit(images.cpu()), path, nrow=nrow, padding=1)
-        return path
+        buffer = io.BytesIO()
+        save_image(to_unit(images.cpu()), buffer, format="png", nrow=nrow, padding=1)
+        atomic_write(path, buffer.getvalue())
+        return Path(path)
 
     def export_png(self, folder) -> int:
         """Every image as `{index}.png` (upstream's pool layout), e.g. for other tools, a chunk at a time;

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fdk.checkpoint import write_failed
+
 SPILLS = ("host", "disk")
 
 
@@ -97,7 +99,7 @@ class DiskSpill:
         if self._map is None or needed > len(self._map):
             allocated = grown(0 if self._map is None else len(self._map), needed)
             self._map = None  # unmap before resizing; the bytes already written stay in the file
-            os.truncate(self.path, bank_bytes(allocated, images.shape[1:]))
+            reserve(self.path, bank_bytes(allocated, images.shape[1:]))
             self._map = np.memmap(self.path, dtype=np.uint8, mode="r+", shape=(allocated, *images.shape[1:]))
         self._map[self.size : needed] = images.numpy()
         self.size = needed
@@ -113,6 +115,20 @@ class DiskSpill:
         self._map, self.size = None, 0
         if self._remove is not None:
             self._remove()
+
+
+def reserve(path: Path, size: int) -> None:
+    """Grow the memmap file to `size` bytes with the disk blocks allocated now: a sparse file (truncate)
+    would meet a full disk only when a page is written through the map, and die of SIGBUS there. Here a
+    full disk is a clear error, and the run's checkpoint is untouched (the spill file is scratch)."""
+    try:
+        with open(path, "r+b") as f:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(f.fileno(), 0, size)
+            else:  # macOS: no posix_fallocate; sparse as before
+                f.truncate(size)
+    except OSError as error:
+        raise write_failed(path, error, size - os.path.getsize(path)) from None
 
 
 def _unlink(path) -> None:

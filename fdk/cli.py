@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from fdk.stop import Stopped
 from fdk.utils import FdkError
 
 SUMMARY_KEYS = ("final_top1", "best_top1", "best_epoch", "synth_seconds", "synth_hours", "kd_seconds",
@@ -32,11 +33,13 @@ def cmd_train_teacher(args) -> dict:
     from fdk.train import RECIPES
 
     if args.resume:
+        _check_resume_alone(args)
         return {"out": args.resume, **resume(args.resume, args.device, not args.no_progress, job="train-teacher")}
     if args.out is None:
         raise FdkError("fdk train-teacher needs --out DIR (or --resume DIR)")
     cfg = override(RECIPES[args.recipe], args.set)
-    return {"out": args.out, **train_teacher_job(cfg, _data(args.data), args.out, args.device, not args.no_progress)}
+    metrics = train_teacher_job(cfg, _data(args.data), args.out, args.device, not args.no_progress, args.overwrite)
+    return {"out": args.out, **metrics}
 
 
 def cmd_distill(args) -> dict:
@@ -45,6 +48,7 @@ def cmd_distill(args) -> dict:
     from fdk.presets import get_preset
 
     if args.resume:
+        _check_resume_alone(args)
         result = resume(args.resume, args.device, not args.no_progress, job="distill")
         out = args.resume
     else:
@@ -52,8 +56,17 @@ def cmd_distill(args) -> dict:
             raise FdkError("fdk distill needs --preset NAME and --teacher FILE (or --resume DIR)")
         cfg = override(get_preset(args.preset), args.set)
         out = args.out or str(Path("runs") / args.preset.replace("/", "_"))
-        result = distill_job(cfg, args.teacher, args.data, out, args.device, not args.no_progress, preset=args.preset)
+        result = distill_job(cfg, args.teacher, args.data, out, args.device, not args.no_progress, args.overwrite,
+                             preset=args.preset)  # fmt: skip
     return {"out": out, **{k: result.summary[k] for k in SUMMARY_KEYS}}
+
+
+def _check_resume_alone(args) -> None:
+    """--resume DIR takes everything from the run folder: flags that would change the run are refused."""
+    given = [flag for flag, value in (("--overwrite", args.overwrite), ("--set", args.set), ("--out", args.out))
+             if value]  # fmt: skip
+    if given:
+        raise FdkError(f"--resume DIR continues the run with its own config and folder; drop {', '.join(given)}")
 
 
 def cmd_evaluate(args) -> dict:
@@ -87,7 +100,7 @@ def cmd_stats(args) -> dict:
 def cmd_demo(args) -> None:
     from fdk.demo import run_demo
 
-    run_demo(args.out, args.preset, args.data, args.device, not args.no_progress)
+    run_demo(args.out, args.preset, args.data, args.device, not args.no_progress, args.overwrite)
 
 
 def _common(p, resume: bool = False) -> None:
@@ -95,6 +108,7 @@ def _common(p, resume: bool = False) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     if resume:
         p.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly, with its saved config")
+        p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds (its files only)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
 
 
@@ -181,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="folder with cifar10/test (default $FDK_DATA)")
     p.add_argument("--device", default="cpu", help="device (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace a run in --out that is not an earlier demo")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -195,8 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(error).split())  # one line, whatever the message's layout
         print(f"fdk {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except Stopped as stopped:  # SIGTERM / SIGINT: checkpointed where it stopped, or at once on a second signal
+        print(f"fdk {args.command}: {stopped}", file=sys.stderr)
+        return 128 + stopped.signum
     except KeyboardInterrupt:
-        print(f"fdk {args.command}: interrupted; the last finished epoch's checkpoint is kept", file=sys.stderr)
+        print(f"fdk {args.command}: interrupted; the last checkpoint is kept", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `fdk presets | head`: the reader left; stay quiet like other Unix tools
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -129,7 +129,7 @@ def kd_cost(cfg, teacher, student, inputs: InputSpec, steps: int = 4, warmup: in
     batches (a generator baseline's synthesizer: a fresh G(z) per step, §15); ZSKT's attention transfer
     is included when cfg.w_at > 0."""
     from fdk.attention import transfer_stages
-    from fdk.distill import kd_phase
+    from fdk.kd import kd_phase
 
     device = next(teacher.parameters()).device
     if source is None:

@@ -13,15 +13,20 @@ from pathlib import Path
 
 from fdk.checkpoint import write_json
 from fdk.data import find_split
-from fdk.distill import distill, heldout_agreement
-from fdk.evaluate import evaluate
+from fdk.distill import distill
+from fdk.evaluate import evaluate, heldout_agreement
 from fdk.models import EMBEDDED_TEACHER, create_model, load_model
 from fdk.presets import get_preset
 from fdk.utils import resolve_device, seed_everything
 
 
-def run_demo(out_dir="runs/demo", preset: str = "smoke/fast_meta", data_root=None, device="cpu", progress=True):
+def run_demo(out_dir="runs/demo", preset: str = "smoke/fast_meta", data_root=None, device="cpu", progress=True,
+             overwrite=False):  # fmt: skip
+    """The demo replaces an earlier demo run in out_dir (it is scratch); any other run there only with
+    `overwrite` (docs/method.md §8)."""
     cfg = get_preset(preset)
+    earlier = Path(out_dir) / "run.json"
+    overwrite = overwrite or (earlier.is_file() and _is_demo(earlier))
     device = resolve_device(device)
     teacher = load_model(EMBEDDED_TEACHER)
     spec = teacher.input_spec
@@ -34,7 +39,8 @@ def run_demo(out_dir="runs/demo", preset: str = "smoke/fast_meta", data_root=Non
         print("no CIFAR-10 under $FDK_DATA: reporting agreement on synthetic images only "
               "(set FDK_DATA=<folder with cifar10/test/<class>/*.png> for real accuracy)")  # fmt: skip
     started = time.perf_counter()
-    result = distill(cfg, teacher, test, out_dir=out_dir, device=device, progress=progress)
+    result = distill(cfg, teacher, test, out_dir=out_dir, device=device, progress=progress, overwrite=overwrite,
+                     run_info={"demo": True})  # fmt: skip
     report = {
         "preset": preset,
         "heldout_agreement": heldout_agreement(result, teacher, batches=2),
@@ -52,3 +58,10 @@ def run_demo(out_dir="runs/demo", preset: str = "smoke/fast_meta", data_root=Non
     write_json(report, Path(out_dir) / "report.json")
     print(json.dumps(report, indent=1))
     return report
+
+
+def _is_demo(run_file: Path) -> bool:
+    try:
+        return json.loads(run_file.read_text()).get("demo") is True
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -13,6 +13,7 @@
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,21 +21,25 @@ import torch
 from tqdm.auto import tqdm
 
 import fdk.distributed as distributed
-from fdk.attention import attention_loss, recorded, transfer_stages
-from fdk.augment import crop_flip, make_augment
+from fdk.attention import transfer_stages
+from fdk.augment import make_augment
 from fdk.bank import SyntheticBank
-from fdk.checkpoint import save_weights
-from fdk.config import from_dict, to_dict
+from fdk.checkpoint import WriteFailed, save_weights
+from fdk.config import to_dict
 from fdk.data import ImageTensors, SegTensors
-from fdk.evaluate import agreement, evaluate_task, headline_metric, heldout_metrics
+from fdk.evaluate import evaluate_task, headline_metric, heldout_metrics
 from fdk.init_set import load_init_set
 from fdk.inputs import InputSpec, teacher_inputs
-from fdk.losses import kd_loss, l1_logit_loss
+from fdk.kd import kd_step
 from fdk.methods import Synthesizer, make_synthesizer
 from fdk.models import create_model
 from fdk.presets import DistillConfig
-from fdk.run import RunFolder, RunState
-from fdk.utils import FdkError, Timer, autocast, resolve_device, seed_everything
+from fdk.run import RunFolder
+from fdk.run_state import RunState
+from fdk.stop import StopRequest
+from fdk.utils import FdkError, Timer, resolve_device, seed_everything
+
+STOP_EVERY = 50  # torchrun ranks agree on a signal every this many KD steps (one all-reduce each, §8)
 
 
 @dataclass(kw_only=True)
@@ -75,6 +80,7 @@ def distill(
     inputs: InputSpec | None = None,
     device="auto",
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     on_epoch=None,
     run_info: dict | None = None,
@@ -83,36 +89,42 @@ def distill(
 
     test: a real test split for per-epoch evaluation (optional). out_dir: the run folder (fdk/run.py;
     None: nothing is written). inputs: the teacher's input contract (fdk.inputs.teacher_inputs).
-    resume: continue the run in out_dir; its saved config must equal cfg. on_epoch(record): called
-    after each epoch's checkpoint (live plots); returning True ends the run there, resumable (as an
-    interrupt would: tests and time-limited jobs use it).
-    run_info: extra JSON values for run.json (the CLI records the data folder and preset there).
-
-    Under torchrun (it sets WORLD_SIZE) this runs as one rank of a DistributedDataParallel job (§14,
-    fdk/distributed.py): every rank calls it with the same arguments; rank 0 writes the run folder.
+    resume: continue the run in out_dir (its saved config must equal cfg); overwrite: replace the run it
+    holds, which is refused otherwise (docs/method.md §8.1). on_epoch(record): called after each epoch's
+    checkpoint (live plots); returning True ends the run there, resumable. run_info: extra JSON values for
+    run.json. SIGTERM or SIGINT stop a run with a folder after its current step, checkpointed there, and
+    raise fdk.stop.Stopped (a KeyboardInterrupt). Under torchrun (WORLD_SIZE set) this is one rank of a
+    DistributedDataParallel job (§14): every rank calls it alike; rank 0 writes the run folder.
     """
+    if resume and overwrite:
+        raise FdkError("resume and overwrite exclude each other: resume continues the run, overwrite replaces it")
     device, owns_group = distributed.setup(resolve_device(device))
+    folder = RunFolder(out_dir) if out_dir is not None else None
+    stop = StopRequest(f"fdk distill --resume {folder.path}") if folder else StopRequest("", listen=False)
     try:
-        return _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_epoch, run_info)
+        with stop:
+            result = _distill(cfg, teacher, test, folder, inputs, device, resume, overwrite, progress, on_epoch,
+                              run_info, stop)  # fmt: skip
+    except BaseException as error:
+        distributed.teardown(owns_group, clean=False)  # other ranks may be anywhere: no barrier
+        if isinstance(error, WriteFailed) and folder:
+            raise folder.failed("distill", error) from None
+        raise
     finally:
-        distributed.teardown(owns_group)
+        if folder:
+            folder.unlock()
+    distributed.teardown(owns_group)
+    return result
 
 
-def _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_epoch, run_info) -> DistillResult:
+def _distill(cfg, teacher, test, folder, inputs, device, resume, overwrite, progress, on_epoch, run_info,
+             stop) -> DistillResult:  # fmt: skip
     rank, world_size = distributed.world()
     main = rank == 0
-    folder = RunFolder(out_dir) if out_dir is not None else None
-    if resume:
-        if folder is None:
-            raise FdkError("resume needs the run folder: pass out_dir")
-        saved = from_dict(DistillConfig, folder.info()["config"])
-        if saved != cfg:
-            changed = {k: (v, getattr(cfg, k)) for k, v in to_dict(saved).items() if getattr(cfg, k) != v}
-            raise FdkError(f"{folder.path} holds a run with another config (saved vs given: {changed}); "
-                           "resume with its config (fdk distill --resume DIR reads it) or use a new out_dir")  # fmt: skip
-        if folder.info().get("world_size", 1) != world_size:
-            raise FdkError(f"{folder.path} ran on {folder.info().get('world_size', 1)} processes, this resume on "
-                           f"{world_size}; resume with torchrun --nproc_per_node {folder.info().get('world_size', 1)}")  # fmt: skip
+    if folder and resume:  # the folder holds this run, no other process runs in it (§8.1)
+        distributed.on_main(lambda: folder.check_resume(cfg, world_size), device)
+    elif folder:  # refused here, before any work, when the folder holds a run or is in use (§8)
+        distributed.on_main(lambda: folder.check_start(overwrite, world_size), device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     teacher = teacher.to(device, memory_format=memory_format).eval()
     spec = teacher_inputs(teacher, cfg.dataset, inputs)
@@ -124,7 +136,7 @@ def _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_e
     synthesizer = make_synthesizer(cfg, teacher, spec)
     if world_size > 1:
         seed_everything(cfg.seed + 1000 * rank)  # then each rank its own random stream: its own batches (§14)
-    spill_file = folder.path / f"spill-rank{rank}.u8" if folder and cfg.bank_spill == "disk" else None
+    spill_file = folder.spill_file_for(rank) if folder and cfg.bank_spill == "disk" else None
     state = DistillState(
         student=student,
         optimizer=optimizer,
@@ -135,14 +147,14 @@ def _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_e
         timers={name: Timer(device) for name in ("synth", "kd", "eval")},
         summary={f"best_{metric}": None, "best_epoch": None, f"final_{metric}": None, "wall_seconds": 0.0},
     )
-    if folder and resume:
-        folder.resume(state, rank)
-    if folder and main and not resume:
+    if folder and not resume:  # rank 0 takes the lock and starts the run; the other ranks wait for it
         source = getattr(teacher, "source_file", None)
-        info = {"inputs": spec.to_metadata(), "world_size": world_size, "backend": distributed.backend(),
-                **(run_info or {})}  # fmt: skip
-        folder.start("distill", cfg, teacher_file=source, **info)
-    distributed.barrier()  # rank 0 has cleared the folder before any rank writes to it (a bank spill file too)
+        info = {"inputs": spec.to_metadata(), "backend": distributed.backend(), **(run_info or {})}
+        distributed.on_main(lambda: folder.start("distill", cfg, source, overwrite, world_size, **info), device)
+    if folder and resume:
+        distributed.on_main(lambda: folder.resume(state, rank), device)
+        if not main:
+            folder.resume(state, rank)
     if not resume and cfg.init_bank:  # the pre-synthesised set, shared out over the ranks (§13)
         images, total, hours = load_init_set(cfg.init_bank, spec.image_size, rank, world_size)
         state.bank.add(images)
@@ -158,31 +170,56 @@ def _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_e
     test = test.to(device) if test is not None and main else None  # rank 0 evaluates
     timers = state.timers
 
+    def stop_here(where: str) -> None:
+        """When a signal asked for a stop (on any rank: they agree, §14), checkpoint this point and raise."""
+        if folder is None or not distributed.any_rank(stop.requested, device):
+            return
+        state.summary["wall_seconds"] += time.perf_counter() - started
+        folder.save(state, rank)
+        raise stop.stopped(f"in epoch {epoch} {where}")
+
+    if folder and distributed.any_rank(stop.requested, device):  # a signal during the set-up: nothing ran
+        raise stop.stopped("before its first step", then=None if resume else "the same command with --overwrite")
     bar = tqdm(range(state.epoch + 1, cfg.epochs), initial=state.epoch + 1, total=cfg.epochs,
                disable=not (progress and main))  # fmt: skip
     for epoch in bar:
         started = time.perf_counter()
-        kd_loss_sum, kd_iterations = torch.zeros((), device=device), 0
-        record = {"epoch": epoch}
-        for call in range(cfg.calls_per_epoch):
-            with timers["synth"]:
-                out = state.synthesizer.synthesize(student, adversarial=epoch >= cfg.adversarial_from)
-            if call == 0:  # the student has not trained on this batch yet: a held-out check
-                record.update(heldout_metrics(student, teacher, out.images, spec.mean, spec.std))
-                record.update({k: v.item() for k, v in out.terms.items()})
-                record["synth_loss"] = out.step_losses[-1].item()
-            if not fresh:
-                state.bank.add(out.images)
+        # How far this epoch got: from its start, or from where a graceful stop left it (§8).
+        done = state.progress or {"call": 0, "synthesized": False, "kd_step": 0, "record": {"epoch": epoch},
+                                  "kd_loss_sum": torch.zeros(())}  # fmt: skip
+        state.progress = done
+        done["kd_loss_sum"] = done["kd_loss_sum"].to(device)
+        record = done["record"]
+        while done["call"] < cfg.calls_per_epoch:
+            if not done["synthesized"]:
+                with timers["synth"]:
+                    out = state.synthesizer.synthesize(student, adversarial=epoch >= cfg.adversarial_from)
+                if done["call"] == 0:  # the student has not trained on this batch yet: a held-out check
+                    record.update(heldout_metrics(student, teacher, out.images, spec.mean, spec.std))
+                    record.update({k: v.item() for k, v in out.terms.items()})
+                    record["synth_loss"] = out.step_losses[-1].item()
+                if not fresh:
+                    state.bank.add(out.images)
+                done["synthesized"] = True
+                stop_here(f"after synthesis call {done['call'] + 1} of {cfg.calls_per_epoch}")
             if epoch >= cfg.warmup:
                 with timers["kd"]:
-                    kd_loss_sum += kd_phase(
-                        cfg, kd_teacher, kd_student, optimizer, source, spec, memory_format, kd_augment, attention
-                    )
+                    while done["kd_step"] < cfg.kd_steps:
+                        done["kd_loss_sum"] += kd_step(cfg, kd_teacher, kd_student, optimizer, source, spec,
+                                                       memory_format, kd_augment, attention)  # fmt: skip
+                        done["kd_step"] += 1
+                        # one process looks at the flag every step; torchrun ranks agree every STOP_EVERY
+                        if world_size == 1 or done["kd_step"] % STOP_EVERY == 0:
+                            stop_here(f"after KD step {done['kd_step']} of {cfg.kd_steps}")
                     distributed.broadcast_buffers(student)  # rank 0's BN running statistics everywhere
-                kd_iterations += cfg.kd_steps
+            done.update(call=done["call"] + 1, synthesized=False, kd_step=0)
+        state.progress = None
         if epoch >= cfg.warmup:
-            state.scheduler.step()  # once per KD epoch (§4.3)
-        kd_loss_mean = kd_loss_sum.item() / max(1, kd_iterations)
+            with warnings.catch_warnings():  # resumed after the epoch's last KD step: no optimiser step here yet
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+                state.scheduler.step()  # once per KD epoch (§4.3)
+        kd_iterations = cfg.calls_per_epoch * cfg.kd_steps if epoch >= cfg.warmup else 0
+        kd_loss_mean = done["kd_loss_sum"].item() / max(1, kd_iterations)
         if not distributed.all_ranks(math.isfinite(kd_loss_mean) and math.isfinite(record["synth_loss"]), device):
             where = folder.checkpoint_file if folder else "no checkpoint (out_dir=None)"
             raise FdkError(
@@ -216,25 +253,33 @@ def _distill(cfg, teacher, test, out_dir, inputs, device, resume, progress, on_e
         bar.set_postfix({k: f"{record[k]:.4g}" for k in shown_keys if k in record})
         if distributed.any_rank(on_epoch is not None and bool(on_epoch(record)), device):
             break  # the caller ends the run here, e.g. at a time limit; it resumes from this epoch
+        if epoch < cfg.epochs - 1 and folder and distributed.any_rank(stop.requested, device):
+            raise stop.stopped(f"after epoch {epoch} of {cfg.epochs}")  # its checkpoint is written
     bar.close()
 
     result = DistillResult(summary=run_summary(cfg, state), state=state)
-    if folder and main and state.epoch == cfg.epochs - 1:
-        shown = state.bank
-        if not len(shown):  # a generator baseline keeps no bank: show a fresh batch of its generator (§15)
-            shown = SyntheticBank()
-            shown.add(state.synthesizer.sample().images.cpu())
-        shown.save_grid(folder.path / "samples.png")
-        save_weights(
-            student.state_dict(),
-            folder.path / "student.safetensors",
-            arch=cfg.student,
-            **spec.to_metadata(),
-            **{f"test_{metric}": result.summary[f"final_{metric}"]},
-            config=to_dict(cfg),
-        )
-        folder.finish(result.summary)
+    if folder and main and state.epoch == cfg.epochs - 1:  # a signal now lets the outputs be written first
+        write_outputs(folder, cfg, state, spec, metric, result.summary)
     return result
+
+
+def write_outputs(folder: RunFolder, cfg: DistillConfig, state: DistillState, spec: InputSpec, metric: str,
+                  summary: dict) -> None:  # fmt: skip
+    """A finished run's sample grid, student weights and end record (a failed write: resume writes them)."""
+    shown = state.bank
+    if not len(shown):  # a generator baseline keeps no bank: show a fresh batch of its generator (§15)
+        shown = SyntheticBank()
+        shown.add(state.synthesizer.sample().images.cpu())
+    shown.save_grid(folder.path / "samples.png")
+    save_weights(
+        state.student.state_dict(),
+        folder.path / "student.safetensors",
+        arch=cfg.student,
+        **spec.to_metadata(),
+        **{f"test_{metric}": summary[f"final_{metric}"]},
+        config=to_dict(cfg),
+    )
+    folder.finish(summary)
 
 
 def run_summary(cfg: DistillConfig, state: DistillState) -> dict:
@@ -252,39 +297,3 @@ def run_summary(cfg: DistillConfig, state: DistillState) -> dict:
         "kd_seconds": seconds["kd"],
         "eval_seconds": seconds["eval"],
     }
-
-
-def kd_phase(cfg, teacher, student, optimizer, bank, inputs: InputSpec, memory_format, augment=crop_flip,
-             attention=None) -> torch.Tensor:  # fmt: skip
-    """kd_steps SGD steps on bank batches (§4.3); returns the summed KD loss (a device scalar: no sync).
-    bank: the bank, or a generator baseline's synthesizer (fresh batches, §15); anything with kd_batch().
-    augment: the dataset's train view of the bank images (CIFAR: crop_flip; ImageNet: resized_crop, §13).
-    attention: (teacher stages, student stages) for ZSKT's attention transfer, weighted by cfg.w_at."""
-    student.train()
-    total = None
-    for _ in range(cfg.kd_steps):
-        x = bank.kd_batch(cfg.kd_batch_size, inputs.mean, inputs.std, memory_format, augment=augment)
-        with recorded(attention[0] if attention else []) as t_maps, recorded(attention[1] if attention else []) as s_maps:
-            with autocast(x.device, cfg.amp):
-                with torch.no_grad():
-                    t = teacher(x)
-                s = student(x)
-        loss = kd_loss(s.float(), t.float(), cfg.T) if cfg.kd_loss == "kl" else l1_logit_loss(s.float(), t.float())
-        if attention:
-            loss = loss + cfg.w_at * attention_loss(s_maps, t_maps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total = loss.detach() if total is None else total + loss.detach()
-    return total
-
-
-def heldout_agreement(result: DistillResult, teacher: torch.nn.Module, batches: int = 2) -> float:
-    """Student-teacher top-1 agreement (%) on fresh synthetic batches that never entered the bank.
-
-    They come from `synthesizer.sample()`, which changes nothing in the run (§4.4), without the
-    adversarial term, so they show the synthetic distribution itself rather than the student's mistakes.
-    """
-    synthesizer = result.synthesizer
-    images = torch.cat([synthesizer.sample(seed=i).images for i in range(batches)])
-    return agreement(result.student, teacher, images, synthesizer.inputs.mean, synthesizer.inputs.std)

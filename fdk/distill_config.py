@@ -76,6 +76,26 @@ class DistillConfig(SynthConfig):
             raise FdkError(f"kd_loss={self.kd_loss!r} is not valid; choose one of {', '.join(KD_LOSSES)}")
         if self.warmup < 0:
             raise FdkError(f"warmup must be >= 0 epochs, got {self.warmup}")
+        self._check_fields_together()
+
+    def _check_fields_together(self) -> None:
+        """Settings that are valid alone but cannot work together: each error names both fields."""
+        if self.warmup >= self.epochs:
+            raise FdkError(f"warmup={self.warmup} with epochs={self.epochs} leaves no epoch to distil in (KD starts "
+                           f"after warmup); set warmup below epochs, e.g. --set warmup={max(0, self.epochs - 1)}")
+        if self.adv_start is not None and not 0 <= self.adv_start < self.epochs:
+            raise FdkError(f"adv_start={self.adv_start} with epochs={self.epochs}: the adversarial term would never "
+                           f"be on; choose an epoch from 0 to {self.epochs - 1}, or adv_start=None (warmup - 1)")
+        if self.bank_capacity is not None and self.bank_capacity < max(self.synth_batch_size, self.kd_batch_size):
+            raise FdkError(f"bank_capacity={self.bank_capacity} is smaller than one batch (synth_batch_size="
+                           f"{self.synth_batch_size}, kd_batch_size={self.kd_batch_size}); keep at least "
+                           f"{max(self.synth_batch_size, self.kd_batch_size)} images, or None (unbounded)")
+        if self.bank_device_images is not None and self.bank_device_images < 0:
+            raise FdkError(f"bank_device_images={self.bank_device_images} is negative; 0 or more, or None (all)")
+        if self.cosine_t_max < 1:
+            raise FdkError(f"cosine_t_max={self.cosine_t_max}: the cosine schedule needs at least 1 KD epoch")
+        if self.T <= 0:
+            raise FdkError(f"T={self.T}: the KD temperature must be positive (upstream: 20)")
 
     @property
     def calls_per_epoch(self) -> int:

@@ -21,6 +21,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from fdk.utils import FdkError
+
 
 def world() -> tuple[int, int]:
     """(rank, world size); (0, 1) outside a process group."""
@@ -62,9 +64,12 @@ def _rank_device(device: torch.device) -> torch.device:
     return device
 
 
-def teardown(created: bool) -> None:
+def teardown(created: bool, clean: bool = True) -> None:
+    """End a group that `setup` created; after an error (clean=False) without the barrier, since the other
+    ranks may be anywhere (torchrun ends them when this one exits)."""
     if created and dist.is_initialized():
-        dist.barrier()
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -116,6 +121,19 @@ def all_ranks(flag: bool, device) -> bool:
 
 def any_rank(flag: bool, device) -> bool:
     return not all_ranks(not flag, device)
+
+
+def on_main(fn, device) -> None:
+    """Run fn on rank 0 alone (e.g. check or write the run folder), then let every rank know how it went: an
+    FdkError there is raised on every rank (rank 0's own; the others point to it), so no rank waits forever."""
+    error = None
+    if world()[0] == 0:
+        try:
+            fn()
+        except FdkError as raised:
+            error = raised
+    if not all_ranks(error is None, device):
+        raise error or FdkError("rank 0 could not use the run folder; its error above says why")
 
 
 def wrap_student(student: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -107,3 +107,14 @@ def batch_metrics(teacher, images: torch.Tensor, targets: torch.Tensor, mean, st
         row["student agrees with teacher %"] = agreement(student, teacher, images, mean, std)
         row["KL(teacher || student)"] = kl_divergence(predict(student, x), predict(teacher, x)).mean().item()
     return row
+
+
+def heldout_agreement(result, teacher: torch.nn.Module, batches: int = 2) -> float:
+    """Student-teacher top-1 agreement (%) on fresh synthetic batches that never entered the bank.
+
+    They come from `synthesizer.sample()`, which changes nothing in the run (§4.4), without the
+    adversarial term, so they show the synthetic distribution itself rather than the student's mistakes.
+    """
+    synthesizer = result.synthesizer
+    images = torch.cat([synthesizer.sample(seed=i).images for i in range(batches)])
+    return agreement(result.student, teacher, images, synthesizer.inputs.mean, synthesizer.inputs.std)

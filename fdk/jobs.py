@@ -53,19 +53,22 @@ def test_split_for(dataset: str, data_root):
     return find_task_split(os.environ.get("FDK_DATA", ""), dataset, "test") if data_root is None else None
 
 
-def distill_job(cfg: DistillConfig, teacher_file, data_root, out_dir, device="auto", progress=True, **info):
+def distill_job(cfg: DistillConfig, teacher_file, data_root, out_dir, device="auto", progress=True,
+                overwrite=False, **info):  # fmt: skip
     """Distil the teacher in `teacher_file`; data_root only serves evaluation (None: $FDK_DATA if it holds
-    the split, "": no evaluation). `info` (e.g. the preset's name) goes into run.json."""
+    the split, "": no evaluation). overwrite: replace a run in out_dir. `info` (e.g. the preset's name)
+    goes into run.json."""
     teacher = load_teacher_for(cfg, teacher_file)
     test = test_split_for(teacher.input_spec.name if teacher.input_spec else cfg.dataset, data_root)
     data = str(data_root) if data_root else (os.environ.get("FDK_DATA", "") if test is not None else "")
-    return distill(cfg, teacher, test, out_dir, device=device, progress=progress, run_info={"data": data, **info})
+    return distill(cfg, teacher, test, out_dir, device=device, progress=progress, overwrite=overwrite,
+                   run_info={"data": data, **info})  # fmt: skip
 
 
-def train_teacher_job(cfg: TeacherConfig, data_root, out_dir, device="auto", progress=True) -> dict:
+def train_teacher_job(cfg: TeacherConfig, data_root, out_dir, device="auto", progress=True, overwrite=False) -> dict:
     if not data_root:
         raise FdkError("no data: pass --data DIR (class folders or torchvision files) or set FDK_DATA")
-    return train_teacher(cfg, data_root, out_dir, device, progress=progress)
+    return train_teacher(cfg, data_root, out_dir, device, progress=progress, overwrite=overwrite)
 
 
 def resume(out_dir, device="auto", progress=True, job: str | None = None) -> DistillResult | dict:

@@ -9,9 +9,9 @@ distill's own `kd_phase`, so the only difference from a data-free run is where t
 import torch
 
 from fdk.bank import SyntheticBank
-from fdk.distill import kd_phase
 from fdk.evaluate import evaluate_task, headline_metric
 from fdk.inputs import InputSpec, teacher_inputs
+from fdk.kd import kd_phase
 from fdk.models import create_model
 from fdk.presets import DistillConfig
 from fdk.utils import resolve_device, seed_everything

@@ -6,6 +6,7 @@ channels_last on accelerators. One full checkpoint per epoch (model, optimiser, 
 resumable; the final weights go to `model.safetensors` with the measured test accuracy.
 """
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -15,16 +16,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from fdk.checkpoint import save_weights
-from fdk.config import from_dict, option, to_dict
+from fdk.checkpoint import WriteFailed, save_weights
+from fdk.config import option, to_dict
 from fdk.data import batches, load_split
 from fdk.evaluate import evaluate_task, headline_metric
 from fdk.inputs import dataset_spec
 from fdk.losses import focal_loss
 from fdk.models import check_architecture, create_model, load_backbone_weights
-from fdk.run import RunFolder, RunState, git_commit
+from fdk.run import RunFolder, git_commit
+from fdk.run_state import RunState
 from fdk.segdata import load_seg_split, seg_batches
-from fdk.utils import AMP_MODES, FdkError, autocast, resolve_device, seed_everything
+from fdk.stop import StopRequest
+from fdk.utils import AMP_MODES, FdkError, autocast, resolve_device, rng_state, seed_everything, set_rng_state
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class TeacherConfig:
 
     def __post_init__(self):
         check_architecture("arch", self.arch)
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "step_epochs"):
             if getattr(self, name) < 1:
                 raise FdkError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name, allowed in (("amp", AMP_MODES), ("schedule", ("cosine", "step")), ("loss", ("ce", "focal"))):
@@ -114,20 +117,36 @@ def train_teacher(
     resume: bool = False,
     progress: bool = True,
     on_epoch=None,
+    overwrite: bool = False,
 ) -> dict:
     """Train `cfg.arch` on `cfg.dataset` from `data_root` into the run folder `out_dir`; returns the final
-    test metrics. resume: continue the run in out_dir (its saved config must equal cfg).
-    on_epoch(record): called after each epoch's checkpoint; returning True ends the run there, resumable."""
-    device = resolve_device(device)
+    test metrics. resume: continue the run in out_dir (its saved config must equal cfg). overwrite: replace
+    a run that out_dir holds (without it, starting there is refused: docs/method.md §8).
+    on_epoch(record): called after each epoch's checkpoint; returning True ends the run there, resumable.
+    SIGTERM or SIGINT stop it after the current step, checkpointed there (fdk.stop.Stopped)."""
+    if resume and overwrite:
+        raise FdkError("resume and overwrite exclude each other: resume continues the run, overwrite replaces it")
     folder = RunFolder(out_dir)
+    try:
+        return _train_teacher(cfg, data_root, folder, resolve_device(device), resume, overwrite, progress, on_epoch)
+    except WriteFailed as error:
+        raise folder.failed("train-teacher", error) from None
+    finally:
+        folder.unlock()
+
+
+def _train_teacher(cfg, data_root, folder, device, resume, overwrite, progress, on_epoch) -> dict:
     if resume:
-        saved = from_dict(TeacherConfig, folder.info()["config"])
-        if saved != cfg:
-            raise FdkError(f"{folder.path} holds a run with another config; resume with its own (--resume DIR)")
+        folder.check_resume(cfg)
+    else:
+        folder.check_start(overwrite)
     spec = dataset_spec(cfg.dataset)
     load = load_seg_split if spec.dense else load_split
     train = load(data_root, cfg.dataset, "train").to(device)  # validated before anything is written
     test = load(data_root, cfg.dataset, "test").to(device)
+    if cfg.batch_size > len(train):
+        raise FdkError(f"batch_size={cfg.batch_size} is more than the {len(train)} training images under "
+                       f"{data_root}: no full batch to train on; --set batch_size={len(train)} or less")  # fmt: skip
     metric = headline_metric(spec)  # top1, or miou for segmentation
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
@@ -143,66 +162,86 @@ def train_teacher(
     if resume:
         folder.resume(state)
     else:
-        folder.start("train-teacher", cfg, data=str(data_root))
+        folder.start("train-teacher", cfg, overwrite=overwrite, data=str(data_root))
+
+    def epoch_batches():
+        if spec.dense:  # synchronised crop + flip of images and label maps (§12)
+            return seg_batches(train, cfg.batch_size, spec.mean, spec.std, True, True, cfg.crop or None, True)
+        return batches(train, cfg.batch_size, spec.mean, spec.std, True, True, True, memory_format)
 
     steps_per_epoch = len(train) // cfg.batch_size
     start = state.epoch + 1
+    stop = StopRequest(f"fdk train-teacher --resume {folder.path}")
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start * steps_per_epoch, disable=not progress)
-    for epoch in range(start, cfg.epochs):
-        model.train()
-        started = time.perf_counter()
-        loss_sum, correct, counted = (torch.zeros((), device=device) for _ in range(3))
-        if spec.dense:  # synchronised crop + flip of images and label maps (§12)
-            epoch_batches = seg_batches(train, cfg.batch_size, spec.mean, spec.std, True, True, cfg.crop or None, True)
-        else:
-            epoch_batches = batches(train, cfg.batch_size, spec.mean, spec.std, True, True, True, memory_format)
-        for i, (x, y) in enumerate(epoch_batches):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(cfg, epoch * steps_per_epoch + i, steps_per_epoch)
-            with autocast(device, cfg.amp):
-                logits = model(x.contiguous(memory_format=memory_format)).float()
-            if cfg.loss == "focal":
-                loss = focal_loss(logits, y, ignore_index=spec.ignore_index)
-            else:
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, ignore_index=spec.ignore_index)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            valid = y != spec.ignore_index  # every sample of a classifier; labelled pixels of a map
-            correct += ((logits.argmax(1) == y) & valid).sum()
-            counted += valid.sum()
-            bar.update()
-        train_loss = loss_sum.item() / steps_per_epoch
-        if not math.isfinite(train_loss):
-            raise FdkError(f"training loss became {train_loss} in epoch {epoch}; last good checkpoint kept")
-        metrics = evaluate_task(model, test, spec, amp=cfg.amp)
-        record = dict(
-            epoch=epoch,
-            train_loss=train_loss,
-            **{"train_pixel_acc" if spec.dense else "train_top1": 100.0 * correct.item() / counted.item()},
-            **{f"test_{k}": v for k, v in metrics.items()},
-            lr=optimizer.param_groups[0]["lr"],
-            seconds=time.perf_counter() - started,
-        )
-        folder.log(**record)
-        bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}", **{f"test_{metric}": f"{metrics[metric]:.2f}"})
-        state.epoch, state.summary = epoch, {"test": metrics}
-        folder.save(state)
-        if on_epoch is not None and on_epoch(record):
-            break
-    bar.close()
-    metrics = state.summary["test"]
-    headline = {f"test_{k}": metrics.get(k) for k in ((metric, "pixel_acc") if spec.dense else (metric, "top5"))}
-    if state.epoch == cfg.epochs - 1:
-        save_weights(
-            model.state_dict(),
-            folder.path / "model.safetensors",
-            arch=cfg.arch,
-            **spec.to_metadata(),
-            **headline,
-            config=to_dict(cfg),
-            commit=git_commit(),
-        )
-        folder.finish(headline)
+    with stop:
+        for epoch in range(start, cfg.epochs):
+            model.train()
+            started = time.perf_counter()
+            # How far this epoch got: from its start, or from where a graceful stop left it (docs/method.md §8).
+            done = state.progress or {"step": 0, "rng": rng_state(), "sums": torch.zeros(3)}
+            state.progress = done
+            sums = done["sums"].to(device)  # loss, correct and counted (pixels or images)
+            stream = epoch_batches()
+            if done["step"]:  # replay the epoch's order and augmentation up to the stop; no forward pass
+                resumed_rng = rng_state()
+                set_rng_state(done["rng"])
+                for _ in itertools.islice(stream, done["step"]):
+                    pass
+                set_rng_state(resumed_rng)  # where the stopped run's random streams were
+            for i, (x, y) in enumerate(stream, done["step"]):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(cfg, epoch * steps_per_epoch + i, steps_per_epoch)
+                with autocast(device, cfg.amp):
+                    logits = model(x.contiguous(memory_format=memory_format)).float()
+                if cfg.loss == "focal":
+                    loss = focal_loss(logits, y, ignore_index=spec.ignore_index)
+                else:
+                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, ignore_index=spec.ignore_index)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                valid = y != spec.ignore_index  # every sample of a classifier; labelled pixels of a map
+                hits = ((logits.argmax(1) == y) & valid).sum()
+                sums += torch.stack([loss.detach().float(), hits.float(), valid.sum().float()])
+                bar.update()
+                if stop.requested:
+                    done.update(step=i + 1, sums=sums)
+                    folder.save(state)
+                    raise stop.stopped(f"in epoch {epoch} after step {i + 1} of {steps_per_epoch}")
+            state.progress = None
+            loss_sum, correct, counted = sums.tolist()
+            train_loss = loss_sum / steps_per_epoch
+            if not math.isfinite(train_loss):
+                raise FdkError(f"training loss became {train_loss} in epoch {epoch}; last good checkpoint kept")
+            metrics = evaluate_task(model, test, spec, amp=cfg.amp)
+            record = dict(
+                epoch=epoch,
+                train_loss=train_loss,
+                **{"train_pixel_acc" if spec.dense else "train_top1": 100.0 * correct / counted},
+                **{f"test_{k}": v for k, v in metrics.items()},
+                lr=optimizer.param_groups[0]["lr"],
+                seconds=time.perf_counter() - started,
+            )
+            folder.log(**record)
+            bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}", **{f"test_{metric}": f"{metrics[metric]:.2f}"})
+            state.epoch, state.summary = epoch, {"test": metrics}
+            folder.save(state)
+            if on_epoch is not None and on_epoch(record):
+                break
+            if stop.requested and epoch < cfg.epochs - 1:
+                raise stop.stopped(f"after epoch {epoch} of {cfg.epochs}")
+        bar.close()
+        metrics = state.summary["test"]
+        headline = {f"test_{k}": metrics.get(k) for k in ((metric, "pixel_acc") if spec.dense else (metric, "top5"))}
+        if state.epoch == cfg.epochs - 1:
+            save_weights(
+                model.state_dict(),
+                folder.path / "model.safetensors",
+                arch=cfg.arch,
+                **spec.to_metadata(),
+                **headline,
+                config=to_dict(cfg),
+                commit=git_commit(),
+            )
+            folder.finish(headline)
     return metrics

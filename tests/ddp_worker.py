@@ -19,9 +19,9 @@ import torch.distributed as dist
 import fdk
 from fdk.augment import make_augment
 from fdk.bank import SyntheticBank
-from fdk.distill import kd_phase
 from fdk.distributed import wrap_student
 from fdk.inputs import dataset_spec
+from fdk.kd import kd_phase
 from fdk.models.loading import EMBEDDED_TEACHER
 from fdk.presets import PRESETS
 

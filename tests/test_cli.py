@@ -95,6 +95,18 @@ BAD_INPUTS = [
     ("teacher: bad value", ["train-teacher", "--set", "epochs=-3"], "epochs must be at least 1"),
     ("evaluate: missing weights", ["evaluate", "--weights", "{tmp}/t.pth", "--data", "{tmp}"], "does not exist"),
     ("bad device", [*DISTILL, "--teacher", TEACHER, "--device", "tpu:9"], "unknown device 'tpu:9'"),
+    ("a folder as teacher", [*DISTILL, "--teacher", "weights"], "weights file weights is a folder, not a file"),
+    ("no KD epoch", [*DISTILL, "--teacher", TEACHER, "--set", "warmup=50", "--set", "epochs=3"],
+     "warmup=50 with epochs=3 leaves no epoch to distil in"),
+    ("adversarial term never on", [*DISTILL, "--teacher", TEACHER, "--set", "adv_start=30"],
+     "adv_start=30 with epochs=20: the adversarial term would never be on"),
+    ("bank smaller than a batch", [*DISTILL, "--teacher", TEACHER, "--set", "bank_capacity=10"],
+     "bank_capacity=10 is smaller than one batch (synth_batch_size=96, kd_batch_size=96)"),
+    ("no cosine schedule", [*DISTILL, "--teacher", TEACHER, "--set", "cosine_t_max=0"], "cosine_t_max=0"),
+    ("zero temperature", [*DISTILL, "--teacher", TEACHER, "--set", "T=0"], "T=0.0: the KD temperature must be"),
+    ("no evaluation interval", [*DISTILL, "--teacher", TEACHER, "--set", "eval_every=0"], "eval_every must be at least 1"),
+    ("resume with --set", ["distill", "--resume", "{tmp}", "--set", "lr=0.1"], "drop --set"),
+    ("teacher: no step schedule", ["train-teacher", "--set", "step_epochs=0"], "step_epochs must be at least 1"),
 ]  # fmt: skip
 
 

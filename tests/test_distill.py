@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from fdk.checkpoint import load_checkpoint
-from fdk.distill import distill, heldout_agreement
-from fdk.evaluate import heldout_metrics
+from fdk.distill import distill
+from fdk.evaluate import heldout_agreement, heldout_metrics
 from fdk.models import create_model, with_random_bn_statistics
 from fdk.presets import FAST_K, PAIRS, PRESETS, get_preset
 from fdk.run import read_run
@@ -69,9 +69,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, method):
 def test_checkpoint_holds_everything_and_the_bank_incrementally(tmp_path):
     distill(TINY, tiny_teacher(), out_dir=tmp_path, device="cpu", progress=False, on_epoch=lambda r: r["epoch"] >= 1)
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert {"epoch", "student", "optimizer", "scheduler", "synthesizer", "bank", "rng", "seconds", "summary"} == set(
-        ckpt
-    )
+    parts = {"student", "optimizer", "scheduler", "synthesizer", "bank"}
+    assert parts | {"epoch", "progress", "saves", "rng", "seconds", "summary"} == set(ckpt)
+    assert ckpt["progress"] is None and ckpt["saves"] == 2  # an epoch-end checkpoint, the second
     assert {"generator", "meta_optimizer", "bn_loss", "calls"} <= set(ckpt["synthesizer"])
     assert ckpt["synthesizer"]["calls"] == 2 and ckpt["bank"]["total"] == 16 and "images" not in ckpt["bank"]
     assert all(m is not None for m in ckpt["synthesizer"]["bn_loss"]["mean_ema"])

@@ -6,8 +6,8 @@ One run serves both tests; the real-accuracy test skips up front when CIFAR-10 i
 import pytest
 
 from fdk.data import find_split
-from fdk.distill import distill, heldout_agreement
-from fdk.evaluate import evaluate
+from fdk.distill import distill
+from fdk.evaluate import evaluate, heldout_agreement
 from fdk.inputs import dataset_spec
 from fdk.models import EMBEDDED_TEACHER, create_model, load_model
 from fdk.presets import PRESETS

@@ -197,7 +197,8 @@ def job_teacher(args, job: Job, device) -> None:
     elif args.fit:
         cfg = _fit_epochs(cfg, job, work, device)
     job.print(f"teacher {cfg.arch}: {'resuming' if resume else 'starting'} {cfg.epochs} epochs in {folder}")
-    fdk.train_teacher(cfg, work / "cifar10", folder, device, resume=resume, progress=False, on_epoch=job.time_is_up)
+    fdk.train_teacher(cfg, work / "cifar10", folder, device, resume=resume, progress=False, on_epoch=job.time_is_up,
+                      overwrite=not resume)  # fmt: skip
     job.result.update(_run_record(folder))
     job.result["job_seconds"] = _job_seconds(folder, time.perf_counter() - job.started)
     if job.result["summary"] is None:
@@ -245,8 +246,9 @@ def job_distill(args, job: Job, device) -> None:
     folder = work / "runs" / args.preset.replace("/", "_")
     resume = (folder / "checkpoint.pt").exists()
     job.print(f"distill {args.preset}: {'resuming' if resume else 'starting'} in {folder}")
-    result = fdk.distill(cfg, teacher, test, folder, device=device, resume=resume, progress=False,
-                         on_epoch=job.time_is_up, run_info={"preset": args.preset})  # fmt: skip
+    # the runbook's own work folder: a start that died before its first checkpoint is replaced
+    result = fdk.distill(cfg, teacher, test, folder, device=device, resume=resume, overwrite=not resume,
+                         progress=False, on_epoch=job.time_is_up, run_info={"preset": args.preset})  # fmt: skip
     job.result.update(_run_record(folder))
     job.result["job_seconds"] = _job_seconds(folder, time.perf_counter() - job.started)
     if job.result["summary"] is None:
@@ -362,7 +364,7 @@ def job_ddp(args, job: Job, device) -> None:
         sets = ["epochs=1", "ep_steps=2", "kd_steps=1", "synth_batch_size=2", "kd_batch_size=2", "synth_steps=1"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "fdk",
                "distill", "--preset", "imagenet/resnet50-resnet18/fast50", "--teacher", str(teacher), "--data", "",
-               "--out", str(work / "run"), "--device", str(device), "--no-progress",
+               "--out", str(work / "run"), "--overwrite", "--device", str(device), "--no-progress",
                *[a for s in [*sets, *args.set] for a in ("--set", s)]]  # fmt: skip
     out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     job.print(out.stdout[-4000:], out.stderr[-4000:])
