@@ -279,22 +279,25 @@ class Trials:
         print(json.dumps(row), flush=True)
         return row
 
-    def _random_moment(self, ref) -> float:
-        """Seconds after run.json appears: uniform over the uninterrupted run's time from there to its end."""
-        return self.rng.uniform(0.0, ref["seconds"])
+    def _hit(self, out, proc, ref, signum, pid=None) -> tuple[float, bool]:
+        """Once run.json appears, wait a random moment of the run (uniform over the first 80% of the
+        uninterrupted run's time from there to its end record: runs vary), then send `signum` to `pid` (the
+        process); returns the moment and whether it was sent (not when the run had ended)."""
+        wait_for(out / "run.json", proc)
+        delay = self.rng.uniform(0.0, 0.8 * ref["seconds"])
+        time.sleep(delay)
+        sent = proc.poll() is None and pid != 0
+        if sent:
+            os.kill(pid or proc.pid, signum)
+        return round(delay, 2), sent
 
     # each kind: hurt, recover, and say whether the process behaved as documented
     def kill9(self, out, spill=False):
         ref, decoys = self.reference(spill), put_decoys(out)
         proc = start(command(out, spill))
-        wait_for(out / "run.json", proc)
-        delay = self._random_moment(ref)
-        time.sleep(delay)
-        killed = proc.poll() is None
-        if killed:
-            os.kill(proc.pid, signal.SIGKILL)
+        delay, killed = self._hit(out, proc, ref, signal.SIGKILL)
         finish(proc)
-        return {"at_seconds": round(delay, 2), "killed": killed, "recovery": recover(out, spill), "decoys": decoys,
+        return {"at_seconds": delay, "killed": killed, "recovery": recover(out, spill), "decoys": decoys,
                 "expected": True}  # fmt: skip
 
     def _bytes(self, point: str, torchrun=False) -> str:
@@ -324,23 +327,22 @@ class Trials:
         ref, decoys = self.reference(), put_decoys(out)
         fault = ["--sleep-per-step", "2.0"] if second else []
         proc = start(command(out, fault=fault))
-        wait_for(out / "checkpoint.pt" if second else out / "run.json", proc)
-        delay = 0.3 if second else self._random_moment(ref)
-        time.sleep(delay)
-        sent = proc.poll() is None
-        if sent:
-            os.kill(proc.pid, signum)
-            if second:
-                time.sleep(1.5)
+        if second:  # during a 2-second KD step after epoch 0's checkpoint: the second signal comes mid-step
+            wait_for(out / "checkpoint.pt", proc)
+            delay, sent = 0.3, True
+            for pause in (0.3, 1.5):
+                time.sleep(pause)
                 os.kill(proc.pid, signum)
+        else:
+            delay, sent = self._hit(out, proc, ref, signum)
         code, err = finish(proc)
         message = last_line(err)
         # after the end record the run is whole, whatever the signal does to the exiting process
         done_before = finished(out) and not second
         expected = not sent or done_before or (code == 128 + signum and f"--resume {out}" in message and
                                                ("at once" in message) == second)  # fmt: skip
-        return {"at_seconds": round(delay, 2), "sent": sent, "finished_before": done_before, "exit": code,
-                "message": message, "recovery": recover(out), "decoys": decoys, "expected": expected}  # fmt: skip
+        return {"at_seconds": delay, "sent": sent, "finished_before": done_before, "exit": code, "message": message,
+                "recovery": recover(out), "decoys": decoys, "expected": expected}  # fmt: skip
 
     def sigterm(self, out):
         return self._signalled(out, signal.SIGTERM)
@@ -366,15 +368,14 @@ class Trials:
         pids = out / "pid"
         fault = ["--pid-file", str(pids)] + (["--rank", "1", "--kill-at", self._bytes(point, True)] if point else [])
         proc = start(command(out, fault=fault, torchrun=True))
-        delay = None
-        if point is None:
+        delay, sent = None, True
+        if point is None:  # kill -9 of rank 1, whose pid file is there once run.json is
             wait_for(out / "run.json", proc)
-            delay = self._random_moment(ref)
-            time.sleep(delay)
-            if proc.poll() is None and Path(f"{pids}.1").exists():
-                os.kill(int(Path(f"{pids}.1").read_text()), signal.SIGKILL)
+            pid_file = Path(f"{pids}.1")
+            pid = int(pid_file.read_text()) if pid_file.exists() else 0
+            delay, sent = self._hit(out, proc, ref, signal.SIGKILL, pid=pid)
         code, err = finish(proc)
-        return {"point": point, "at_seconds": delay and round(delay, 2), "exit": code, "message": fdk_line(err),
+        return {"point": point, "at_seconds": delay, "sent": sent, "exit": code, "message": fdk_line(err),
                 "recovery": recover(out, torchrun=True), "decoys": decoys, "expected": True}  # fmt: skip
 
     def ddp_enospc(self, out, point="bank-rank1.u8@0.5"):
@@ -389,19 +390,13 @@ class Trials:
     def ddp_sigterm(self, out):
         ref, decoys = self.reference(torchrun=True), put_decoys(out)
         proc = start(command(out, torchrun=True))
-        wait_for(out / "run.json", proc)
-        delay = self._random_moment(ref)
-        time.sleep(delay)
-        sent = proc.poll() is None
-        if sent:
-            os.kill(proc.pid, signal.SIGTERM)
+        delay, sent = self._hit(out, proc, ref, signal.SIGTERM)  # to torchrun, which forwards it to the ranks
         code, err = finish(proc)
         message = fdk_line(err)  # rank 0's, or the first rank's
         done_before = finished(out)
         expected = not sent or done_before or ("stopped by SIGTERM" in message and f"--resume {out}" in message)
-        return {"at_seconds": round(delay, 2), "sent": sent, "finished_before": done_before, "exit": code,
-                "message": message, "recovery": recover(out, torchrun=True), "decoys": decoys,
-                "expected": expected}  # fmt: skip
+        return {"at_seconds": delay, "sent": sent, "finished_before": done_before, "exit": code, "message": message,
+                "recovery": recover(out, torchrun=True), "decoys": decoys, "expected": expected}  # fmt: skip
 
     def ddp_locked(self, out):
         import fcntl

@@ -187,3 +187,17 @@ def test_a_folder_given_as_weights_file_says_so():
     with pytest.raises(FdkError, match=r"weights file .*weights is a folder, not a file; pass a .safetensors or "
                        r".pth file, e.g. .*weights/cifar10_resnet20.safetensors"):  # fmt: skip
         load_model(EMBEDDED_TEACHER.parent)
+
+
+def test_demo_replaces_its_own_earlier_run_but_no_other(tmp_path, monkeypatch):
+    import fdk.demo
+
+    monkeypatch.delenv("FDK_DATA", raising=False)
+    monkeypatch.setattr(fdk.demo, "get_preset", lambda name: dataclasses.replace(TINY, teacher="resnet20"))
+    fdk.demo.run_demo(tmp_path / "demo", progress=False)
+    fdk.demo.run_demo(tmp_path / "demo", progress=False)  # `fdk demo` twice: the demo is scratch
+    assert json.loads((tmp_path / "demo" / "report.json").read_text())["images_synthesized"] == TINY.epochs * TINY.synth_batch_size
+    run(tmp_path / "mine")
+    with pytest.raises(FdkError, match="holds a finished distill run"):
+        fdk.demo.run_demo(tmp_path / "mine", progress=False)
+    fdk.demo.run_demo(tmp_path / "mine", progress=False, overwrite=True)
