@@ -175,6 +175,7 @@ def _distill(cfg, teacher, test, folder, inputs, device, resume, overwrite, prog
         if folder is None or not distributed.any_rank(stop.requested, device):
             return
         state.summary["wall_seconds"] += time.perf_counter() - started
+        timers["kd"].flush()  # a stop inside the KD phase: its seconds so far go into the checkpoint
         folder.save(state, rank)
         raise stop.stopped(f"in epoch {epoch} {where}")
 

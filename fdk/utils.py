@@ -55,6 +55,7 @@ class Timer:
 
     def __init__(self, device: torch.device, seconds: float = 0.0):
         self.device, self.seconds = device, seconds
+        self._start = None
 
     def __enter__(self):
         synchronize(self.device)
@@ -62,8 +63,15 @@ class Timer:
         return self
 
     def __exit__(self, *exc):
-        synchronize(self.device)
-        self.seconds += time.perf_counter() - self._start
+        self.flush()
+        self._start = None
+
+    def flush(self) -> None:
+        """Count the running block's seconds so far (a checkpoint written inside it must hold them)."""
+        if self._start is not None:
+            synchronize(self.device)
+            now = time.perf_counter()
+            self.seconds, self._start = self.seconds + now - self._start, now
 
 
 def seed_everything(seed: int) -> None:

@@ -134,6 +134,8 @@ def test_a_signal_stops_after_the_current_step_and_resume_is_exact(tmp_path, mon
     assert str(stopped.value) == (f"stopped by SIGTERM {where}; the checkpoint holds that point: continue with "
                                   f"fdk distill --resume {out}")  # fmt: skip
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the run's handler is gone with the run
+    if target == "kd_step":  # the KD seconds of the unfinished phase are counted
+        assert fdk.checkpoint.load_checkpoint(out / "checkpoint.pt")["seconds"]["kd"] > 0
     run(cfg, out, resume=True)
     assert_same(outcome(out), uninterrupted(method, cfg))
 
