@@ -375,6 +375,7 @@ class Trials:
             pid = int(pid_file.read_text()) if pid_file.exists() else 0
             delay, sent = self._hit(out, proc, ref, signal.SIGKILL, pid=pid)
         code, err = finish(proc)
+        sent = sent if point is None else code != 0  # a kill inside a write fired if the job failed
         return {"point": point, "at_seconds": delay, "sent": sent, "exit": code, "message": fdk_line(err),
                 "recovery": recover(out, torchrun=True), "decoys": decoys, "expected": True}  # fmt: skip
 
@@ -425,7 +426,8 @@ def plan(kinds, repeats: int) -> list[tuple[str, dict]]:
         elif kind == "kill9":
             trials += [(kind, {"spill": i % 2 == 1}) for i in range(repeats)]
         elif kind == "ddp_kill9":
-            trials += [(kind, {"point": f"rank1.pt@{1.5 + i}"}) if i % 2 else (kind, {}) for i in range(repeats)]
+            # every other one in rank 1's k-th checkpoint part, k = 2..6 (the run writes 6)
+            trials += [(kind, {"point": f"rank1.pt@{1.5 + i // 2 % 5}"}) if i % 2 else (kind, {}) for i in range(repeats)]
         elif kind in ("two_signals", "concurrent", "ddp_locked", "ddp_enospc"):
             trials.append((kind, {}))
         else:
