@@ -41,15 +41,26 @@ def random_roll(x: torch.Tensor, max_shift: int) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - mean) / std
+    return (x - channel_constant(mean, x)) / channel_constant(std, x)
 
 
 def denormalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return x * std + mean
+    return x * channel_constant(std, x) + channel_constant(mean, x)
+
+
+_CONSTANTS: dict = {}
+
+
+def channel_constant(values, like: torch.Tensor) -> torch.Tensor:
+    """Per-channel values as a (1, C, 1, 1) tensor on `like`'s device and dtype, made once per (values,
+    device, dtype) and reused: making it from Python values is a host-to-device copy, which on a GPU waits
+    for the device, and every KD, synthesis and training step normalises."""
+    if isinstance(values, torch.Tensor):
+        return values.to(like).view(1, -1, 1, 1)
+    key = (tuple(values), like.device, like.dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.as_tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+    return _CONSTANTS[key]
 
 
 def crop_flip(x: torch.Tensor, padding: int = 4) -> torch.Tensor:

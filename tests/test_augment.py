@@ -1,3 +1,6 @@
+import os
+import traceback
+
 import torch
 
 from fdk.augment import crop_flip, quantize, random_crop, random_hflip, to_unit
@@ -61,3 +64,51 @@ def test_random_resized_crop_whole_image_is_identity_and_gradients_flow():
     torch.testing.assert_close(mirrored, x.flip(3), rtol=0, atol=1e-5)
     mirrored.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_no_tensor_is_made_from_python_values_inside_a_step(monkeypatch):
+    """A KD step, a synthesis call (its inner steps) and a teacher-training step build no tensor from Python
+    values once warm: on a GPU each such tensor is a host-to-device copy that waits for the device (the
+    normalisation constants are made once, fdk.augment.channel_constant)."""
+    import dataclasses
+
+    from fdk.bank import SyntheticBank
+    from fdk.data import ImageTensors, batches
+    from fdk.inputs import dataset_spec
+    from fdk.kd import kd_step
+    from fdk.methods import make_synthesizer
+    from fdk.models import create_model, with_random_bn_statistics
+    from fdk.presets import PRESETS
+
+    spec = dataset_spec("cifar10")
+    cfg = dataclasses.replace(PRESETS["smoke/fast_meta"], synth_batch_size=4, kd_batch_size=4, synth_steps=2, ngf=8,
+                              nz=16)  # fmt: skip
+    teacher = with_random_bn_statistics(create_model("resnet8", 10)).eval()
+    student = create_model("resnet8", 10)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9)
+    synthesizer = make_synthesizer(cfg, teacher, spec)
+    bank = SyntheticBank()
+    data = ImageTensors(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8) % 10, ())
+
+    def steps():
+        bank.add(synthesizer.synthesize(student).images)
+        kd_step(cfg, teacher, student, optimizer, bank, spec, torch.contiguous_format)
+        for x, _ in batches(data, 4, spec.mean, spec.std, True, True, True):
+            student(x).sum().backward()
+
+    steps()  # warm: the constants are made here
+    made = []
+
+    def counting(original):
+        def make(*args, **kwargs):
+            caller = traceback.extract_stack()[-2]
+            if f"{os.sep}fdk{os.sep}" in caller.filename:  # fdk's own (torch.optim's host step counters aside)
+                made.append(f"{caller.filename}:{caller.lineno}")
+            return original(*args, **kwargs)
+
+        return make
+
+    for name in ("tensor", "as_tensor"):
+        monkeypatch.setattr(torch, name, counting(getattr(torch, name)))
+    steps()
+    assert made == []

@@ -16,7 +16,7 @@ import contextlib
 
 import torch
 
-from fdk.augment import denormalize, quantize, random_hflip, random_hflip_batch, random_roll
+from fdk.augment import channel_constant, denormalize, quantize, random_hflip, random_hflip_batch, random_roll
 from fdk.hooks import BNStatisticsLoss
 from fdk.losses import js_divergence
 from fdk.methods.base import KeepBest, Synthesized, Synthesizer
@@ -36,8 +36,7 @@ class DeepInversionSynthesizer(Synthesizer):
         shape = (cfg.synth_batch_size, len(spec.mean), spec.image_size, spec.image_size)
         pixels = torch.randn(shape, device=self.device, requires_grad=True)
         optimizer = torch.optim.Adam([pixels], lr=cfg.lr_gen, betas=PIXEL_BETAS)
-        mean = torch.tensor(spec.mean, device=self.device).view(1, -1, 1, 1)
-        std = torch.tensor(spec.std, device=self.device).view(1, -1, 1, 1)
+        mean, std = channel_constant(spec.mean, pixels), channel_constant(spec.std, pixels)
         low, high = (0 - mean) / std, (1 - mean) / std  # [0, 1] pixels in normalised units
         max_shift = max(1, spec.image_size // 8)
         flip = random_hflip_batch if cfg.deepinv_flip == "batch" else random_hflip
